@@ -1,0 +1,4 @@
+//! The `securememory` command-line tool.
+fn main() {
+    println!("securememory: no command yet");
+}

@@ -1,0 +1,97 @@
+//! The locked-memory budget: every byte this library locks is counted against
+//! the soft `RLIMIT_MEMLOCK`, so a request that would pass the limit is refused
+//! with a clear error before the kernel is asked (unless the process holds
+//! `CAP_IPC_LOCK`, which lifts the limit).
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use crate::error::{Error, MemlockReport};
+use crate::mem::sys;
+use crate::metrics;
+
+static LOCKED: AtomicU64 = AtomicU64::new(0);
+
+/// Capability number of `CAP_IPC_LOCK` (linux/capability.h).
+const CAP_IPC_LOCK: u32 = 14;
+
+/// What to do when memory cannot be locked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LockPolicy {
+    /// Refuse with [`Error::LockFailed`] (the default).
+    #[default]
+    Require,
+    /// Keep going with unlocked (swappable) memory, with a `tracing` warning
+    /// and the `secret.unlocked` counter raised each time. An explicit opt-in
+    /// for machines that cannot lock at all; never chosen silently.
+    AllowUnlocked,
+}
+
+/// Bytes the library holds locked right now.
+pub(crate) fn locked_bytes() -> u64 {
+    LOCKED.load(Ordering::Relaxed)
+}
+
+/// Whether this process has `CAP_IPC_LOCK` in its effective set, read once.
+pub(crate) fn has_ipc_lock() -> bool {
+    static CAP: OnceLock<bool> = OnceLock::new();
+    *CAP.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .map(|caps| caps & (1u64 << CAP_IPC_LOCK) != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// The report for a refusal of `requested` bytes.
+pub(crate) fn report(requested: u64) -> MemlockReport {
+    let l = sys::memlock_limit();
+    MemlockReport {
+        requested,
+        locked_by_library: locked_bytes(),
+        soft: l.soft,
+        hard: l.hard,
+    }
+}
+
+/// A lock error for `requested` bytes with the kernel's (or our) reason.
+pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
+    metrics::refused();
+    Error::LockFailed {
+        report: report(requested),
+        source,
+    }
+}
+
+/// Count `bytes` as locked, or refuse if that would pass the soft limit.
+pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
+    let soft = if has_ipc_lock() {
+        None
+    } else {
+        sys::memlock_limit().soft
+    };
+    let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match soft {
+        Some(soft) if now + bytes > soft => None,
+        _ => Some(now + bytes),
+    });
+    if counted.is_err() {
+        return Err(lock_error(
+            bytes,
+            io::Error::other("refused by securememory's locked-memory budget before asking the kernel"),
+        ));
+    }
+    metrics::locked_changed(locked_bytes());
+    Ok(())
+}
+
+/// Give back `bytes` counted by [`reserve`].
+pub(crate) fn release(bytes: u64) {
+    LOCKED.fetch_sub(bytes, Ordering::Relaxed);
+    metrics::locked_changed(locked_bytes());
+}

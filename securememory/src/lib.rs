@@ -1,0 +1,70 @@
+//! Secrets (keys, passwords, tokens) in memory that is never swapped, never
+//! written to a core dump, unreadable outside an explicit access window, not
+//! inherited by a fork child, and wiped when closed. The job of the
+//! `securememory` package of GoDaddy's Asherah, in Rust.
+//!
+//! ```
+//! use securememory::{ProtectedFactory, SecretFactory};
+//!
+//! let factory = ProtectedFactory::default();
+//! let mut key = *b"0123456789abcdef0123456789abcdef";
+//! let secret = factory.new(&mut key)?;          // `key` is wiped
+//! assert_eq!(key, [0u8; 32]);
+//! let first = secret.with_bytes(|bytes| bytes[0])?;
+//! assert_eq!(first, b'0');
+//! secret.close()?;                               // wiped, unlocked, unmapped
+//! assert!(matches!(secret.with_bytes(|_| ()), Err(securememory::Error::Closed)));
+//! # Ok::<(), securememory::Error>(())
+//! ```
+//!
+//! Linux only: on any other target the crate does not compile.
+
+#![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "securememory supports Linux only: it relies on mlock, MADV_DONTDUMP, MADV_WIPEONFORK, memfd and memfd_secret"
+);
+
+mod access;
+mod backend;
+mod budget;
+mod error;
+mod factory;
+mod fork;
+mod mem;
+mod metrics;
+mod pool;
+mod reader;
+mod secret;
+mod store;
+mod sync;
+pub mod system;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
+
+pub use backend::{memfd_secret_status, Backend};
+pub use budget::LockPolicy;
+pub use error::{Error, MemlockReport, Result};
+pub use factory::{CoreDumps, Layout, Options, ProtectedFactory, SecretFactory};
+pub use metrics::{stats, Stats};
+pub use pool::MAX_SLOT as POOL_MAX_SLOT;
+pub use reader::SecretReader;
+pub use secret::{AccessPath, Secret};
+
+/// Set this process's `RLIMIT_CORE` to zero (soft and hard): no core file is
+/// written at all. Process-wide and cannot be undone by an unprivileged
+/// process; Asherah Go does this on start. Secrets are already left out of
+/// core dumps by `MADV_DONTDUMP` without it.
+///
+/// # Errors
+/// [`Error::Unsupported`] if `setrlimit` refuses.
+pub fn disable_core_dumps() -> Result<()> {
+    mem::sys::disable_core_dumps().map_err(|e| Error::Unsupported(format!("setrlimit(RLIMIT_CORE, 0): {e}")))
+}
+
+/// The number of bytes of each thread's scratch buffer (the largest secret
+/// the copy path reads without falling back to the window).
+pub fn scratch_capacity() -> usize {
+    mem::scratch::capacity()
+}

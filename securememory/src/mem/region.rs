@@ -1,0 +1,439 @@
+//! An owned mapping that holds secret bytes: its layout, locking, advice and
+//! protection, and on release a wipe, unlock and unmap.
+//!
+//! ```text
+//!   base                data                               data + data_len
+//!    |                   |                                       |
+//!    v                   v                                       v
+//!    +-------------------+---------------------------------------+-------------------+
+//!    | guard page        | data pages (locked, do-not-dump,      | guard page        |
+//!    | PROT_NONE, never  | wipe-on-fork or do-not-fork;          | PROT_NONE, never  |
+//!    | readable          | PROT_NONE at rest)                    | readable          |
+//!    +-------------------+---------------------------------------+-------------------+
+//!                        | ... padding ... | canary | secret     |
+//!                                                       flush against the trailing guard,
+//!                                                       so a one-byte overrun faults
+//! ```
+//!
+//! Without guard pages the region is the data pages alone. The secret's
+//! placement inside the data pages (and the canary) is decided by the
+//! caller; this type only knows pages.
+//!
+//! Backing memory:
+//! - `Anonymous`: a private anonymous mapping, `MADV_WIPEONFORK`.
+//! - `Memfd`: a range of the process-wide memory file (`store`), mapped
+//!   shared, `MADV_DONTFORK`. Reads go through `pread` on the file.
+//! - `MemfdSecret`: a `memfd_secret` file of its own, mapped shared,
+//!   `MADV_DONTFORK`; the kernel locks these pages itself and removes them
+//!   from its direct map.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::sys::{self, Advice, Prot};
+use crate::access::{Entered, Window};
+use crate::budget::{self, LockPolicy};
+use crate::error::Error;
+use crate::{fork, metrics, store};
+
+/// Which memory backs a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BackingKind {
+    Anonymous,
+    Memfd,
+    MemfdSecret,
+}
+
+/// What to build.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RegionSpec {
+    /// Usable bytes needed; rounded up to whole pages.
+    pub len: usize,
+    pub guard: bool,
+    pub backing: BackingKind,
+    pub lock: LockPolicy,
+}
+
+/// An owned, page-aligned mapping of secret memory. See the module docs.
+pub(crate) struct Region {
+    base: *mut u8,
+    total: usize,
+    data: *mut u8,
+    data_len: usize,
+    backing: BackingKind,
+    /// Offset of the data pages in the memory file (`Memfd` only).
+    file_off: u64,
+    /// Bytes counted in the locked-memory budget.
+    counted: u64,
+    /// Fork generation at creation: in a fork child the region is not ours.
+    fork_gen: u64,
+    released: AtomicBool,
+}
+
+// SAFETY: the raw pointers name a mapping this value owns exclusively; all
+// access to the bytes goes through the access gate of the owner, which
+// orders it across threads. Nothing here is tied to the creating thread.
+unsafe impl Send for Region {}
+// SAFETY: as above; shared references only read the pointers, and every
+// mutation of the mapping (protect, wipe, unmap) is serialised by the owner's
+// gate or happens in `release`, which runs once.
+unsafe impl Sync for Region {}
+
+/// Round `n` up to whole pages, or `None` on overflow.
+pub(crate) fn round_to_pages(n: usize) -> Option<usize> {
+    let p = sys::page_size();
+    n.checked_add(p - 1).map(|v| v / p * p)
+}
+
+fn map_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::MapFailed { bytes, source }
+}
+
+fn advise_err(advice: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::AdviseFailed { advice, source }
+}
+
+impl Region {
+    /// Build a region, let `fill` write the data pages while they are
+    /// writable, then make them `PROT_NONE`. On any failure everything done
+    /// so far is undone (wiped, unlocked, unmapped, uncounted).
+    pub(crate) fn create(
+        spec: RegionSpec,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+    ) -> Result<Region, Error> {
+        let data_len = match round_to_pages(spec.len) {
+            Some(n) if n > 0 && n <= isize::MAX as usize / 2 => n,
+            _ => {
+                return Err(Error::InvalidSize {
+                    size: spec.len,
+                    reason: "too large to map",
+                })
+            }
+        };
+        let page = sys::page_size();
+        let total = data_len + if spec.guard { 2 * page } else { 0 };
+        fork::install();
+
+        // Count the bytes before asking the kernel, so the error names the
+        // limit rather than a bare ENOMEM.
+        let mut counted = 0;
+        let wants_lock = spec.backing == BackingKind::MemfdSecret || spec.lock == LockPolicy::Require;
+        match budget::reserve(data_len as u64) {
+            Ok(()) => counted = data_len as u64,
+            Err(e) if wants_lock => return Err(e),
+            Err(_) => {
+                metrics::unlocked();
+                tracing::warn!(bytes = data_len, "securememory: memlock budget exhausted; this secret is NOT locked (LockPolicy::AllowUnlocked)");
+            }
+        }
+
+        let mut region = Region {
+            base: std::ptr::null_mut(),
+            total,
+            data: std::ptr::null_mut(),
+            data_len,
+            backing: spec.backing,
+            file_off: 0,
+            counted,
+            fork_gen: fork::generation(),
+            released: AtomicBool::new(false),
+        };
+        region.map(spec.guard)?;
+
+        if spec.backing != BackingKind::MemfdSecret && region.counted > 0 {
+            // SAFETY: the data pages are the mapping just made and owned by `region`.
+            if let Err(e) = unsafe { sys::mlock(region.data, data_len) } {
+                if spec.lock == LockPolicy::Require {
+                    return Err(budget::lock_error(data_len as u64, e));
+                }
+                budget::release(region.counted);
+                region.counted = 0;
+                metrics::unlocked();
+                tracing::warn!(bytes = data_len, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)");
+            }
+        }
+        // SAFETY: the whole range is the mapping owned by `region`.
+        unsafe { sys::madvise(region.base, total, Advice::DontDump) }.map_err(advise_err("MADV_DONTDUMP"))?;
+        let fork_advice = match spec.backing {
+            BackingKind::Anonymous => Advice::WipeOnFork,
+            _ => Advice::DontFork,
+        };
+        // SAFETY: the data pages are owned by `region`.
+        unsafe { sys::madvise(region.data, data_len, fork_advice) }.map_err(advise_err(match fork_advice {
+            Advice::WipeOnFork => "MADV_WIPEONFORK",
+            _ => "MADV_DONTFORK",
+        }))?;
+
+        {
+            // SAFETY: the data pages are mapped read-write (see `map`), owned
+            // by `region`, and no other reference to them exists yet.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(region.data, data_len) };
+            fill(bytes)?;
+        }
+        region.protect(Prot::None)?;
+        Ok(region)
+    }
+
+    /// Map the pages (and guards) read-write for filling.
+    fn map(&mut self, guard: bool) -> Result<(), Error> {
+        let page = sys::page_size();
+        let data_len = self.data_len;
+        if guard {
+            self.base = sys::mmap_anonymous(self.total, Prot::None).map_err(map_err(self.total))?;
+            // SAFETY: base + page lies inside the reservation just made.
+            self.data = unsafe { self.base.add(page) };
+        }
+        match self.backing {
+            BackingKind::Anonymous => {
+                if guard {
+                    // SAFETY: the data pages are inside the reservation owned by self.
+                    unsafe { sys::mprotect(self.data, data_len, Prot::ReadWrite) }.map_err(|source| {
+                        Error::ProtectFailed {
+                            to: "read-write",
+                            source,
+                        }
+                    })?;
+                } else {
+                    self.base = sys::mmap_anonymous(data_len, Prot::ReadWrite).map_err(map_err(data_len))?;
+                    self.data = self.base;
+                }
+            }
+            BackingKind::Memfd => {
+                self.file_off = store::alloc(data_len as u64)?;
+                let fd = store::fd()?;
+                let at = guard.then_some(self.data);
+                // SAFETY: a fixed target is the data part of our own reservation.
+                let p = unsafe { sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off) };
+                match p {
+                    Ok(p) if !guard => {
+                        self.base = p;
+                        self.data = p;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        store::free(self.file_off, data_len as u64);
+                        self.file_off = u64::MAX;
+                        return Err(map_err(data_len)(e));
+                    }
+                }
+            }
+            BackingKind::MemfdSecret => {
+                let fd = sys::memfd_secret().map_err(|e| {
+                    Error::Unsupported(format!("memfd_secret unavailable: {e}"))
+                })?;
+                sys::ftruncate(&fd, data_len as u64).map_err(map_err(data_len))?;
+                let at = guard.then_some(self.data);
+                // SAFETY: a fixed target is the data part of our own reservation.
+                let p = unsafe {
+                    sys::mmap_shared(at, data_len, Prot::ReadWrite, std::os::fd::AsRawFd::as_raw_fd(&fd), 0)
+                }
+                .map_err(|e| match e.raw_os_error() {
+                    // The kernel charges these pages to RLIMIT_MEMLOCK at mmap.
+                    Some(libc::EAGAIN) | Some(libc::ENOMEM) | Some(libc::EPERM) => {
+                        budget::lock_error(data_len as u64, e)
+                    }
+                    _ => map_err(data_len)(e),
+                })?;
+                if !guard {
+                    self.base = p;
+                    self.data = p;
+                }
+                // The mapping keeps the file alive; the descriptor is closed here.
+                drop(fd);
+            }
+        }
+        Ok(())
+    }
+
+    /// Size of the data pages.
+    pub(crate) fn data_len(&self) -> usize {
+        self.data_len
+    }
+
+    /// Address of the data pages (tests and the bench's at-rest check).
+    pub(crate) fn data_addr(&self) -> usize {
+        self.data as usize
+    }
+
+    /// The fork generation this region was created in.
+    pub(crate) fn fork_gen(&self) -> u64 {
+        self.fork_gen
+    }
+
+    /// Pointer to the data pages (the scratch buffer writes through it).
+    pub(crate) fn data_ptr(&self) -> *mut u8 {
+        self.data
+    }
+
+    /// Whether reads can go through `pread` on the memory file.
+    pub(crate) fn can_copy(&self) -> bool {
+        self.backing == BackingKind::Memfd
+    }
+
+    /// Change the data pages' protection.
+    pub(crate) fn protect(&self, prot: Prot) -> Result<(), Error> {
+        // SAFETY: the data pages are ours; callers (the gate) ensure no
+        // reference into them outlives a change to `None`.
+        unsafe { sys::mprotect(self.data, self.data_len, prot) }.map_err(|source| Error::ProtectFailed {
+            to: match prot {
+                Prot::None => "none",
+                Prot::Read => "read",
+                Prot::ReadWrite => "read-write",
+            },
+            source,
+        })
+    }
+
+    /// The bytes `[off, off + len)` of the data pages while a window is open.
+    pub(crate) fn view<'a, W: Window>(&'a self, off: usize, len: usize, proof: &'a Entered<'a, W>) -> &'a [u8] {
+        assert!(proof.through_window(), "view needs an open window");
+        assert!(off.checked_add(len).is_some_and(|end| end <= self.data_len));
+        // SAFETY: `proof` is a live window entry of this region's gate, so the
+        // pages are readable and stay so until `proof` is dropped, which the
+        // lifetime ties the slice to; the range is inside the data pages.
+        unsafe { std::slice::from_raw_parts(self.data.add(off), len) }
+    }
+
+    /// Copy `[off, off + buf.len())` of the data pages into `buf` with a
+    /// kernel copy from the memory file; the mapping stays `PROT_NONE`.
+    #[inline]
+    pub(crate) fn copy_out(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        debug_assert!(self.can_copy());
+        let fd = store::fd()?;
+        sys::pread_exact(fd, buf, self.file_off + off as u64).map_err(Error::AccessFailed)
+    }
+
+    /// Write `bytes` at `off` of the data pages through the memory file.
+    pub(crate) fn write_in(&self, off: usize, bytes: &[u8]) -> Result<(), Error> {
+        debug_assert!(self.can_copy());
+        let fd = store::fd()?;
+        sys::pwrite_all(fd, bytes, self.file_off + off as u64).map_err(Error::AccessFailed)
+    }
+
+    /// Zero `[off, off + len)` of the data pages (memory file only).
+    pub(crate) fn zero_in(&self, off: usize, len: usize) -> Result<(), Error> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len());
+            self.write_in(off + done, &ZEROS[..n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Read `[off, off + buf.len())` while no access is in flight (at close):
+    /// through the memory file, or by opening and closing the pages.
+    pub(crate) fn read_at_rest(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        assert!(off.checked_add(buf.len()).is_some_and(|end| end <= self.data_len));
+        if self.can_copy() {
+            return self.copy_out(off, buf);
+        }
+        self.protect(Prot::Read)?;
+        // SAFETY: just made readable; the caller guarantees no access is in
+        // flight, so nothing else changes the protection before `hide`.
+        buf.copy_from_slice(unsafe { std::slice::from_raw_parts(self.data.add(off), buf.len()) });
+        self.hide()
+    }
+
+    /// Hide the pages again after a window; if that fails, wipe them (they
+    /// are still readable, so can be made writable) and report the failure.
+    pub(crate) fn hide(&self) -> Result<(), Error> {
+        let r = self.protect(Prot::None);
+        if r.is_err() {
+            if self.protect(Prot::ReadWrite).is_ok() {
+                // SAFETY: the pages were just made writable; no window is
+                // open (the gate calls this with no reader inside).
+                unsafe { sys::wipe(self.data, self.data_len) };
+            }
+            tracing::error!("securememory: could not make a secret unreadable again; it was wiped and closed");
+        }
+        r
+    }
+
+    /// Wipe, unlock and unmap. Runs once; later calls do nothing. In a fork
+    /// child the memory is not ours (not mapped, or zeroed): nothing to wipe.
+    pub(crate) fn release(&self) -> Result<(), Error> {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut wiped = Ok(());
+        if self.fork_gen != fork::generation() {
+            if self.backing == BackingKind::Anonymous && !self.base.is_null() {
+                // SAFETY: private mappings are copied into the child (zeroed by
+                // WIPEONFORK); this one is ours to unmap.
+                let _ = unsafe { sys::munmap(self.base, self.total) };
+            }
+            return Ok(());
+        }
+        if !self.base.is_null() {
+            wiped = match self.backing {
+                BackingKind::Memfd if self.file_off != u64::MAX => self.zero_in(0, self.data_len),
+                _ => self.protect(Prot::ReadWrite).map(|()| {
+                    // SAFETY: the pages were just made writable and the owner's
+                    // gate guarantees no access is in flight.
+                    unsafe { sys::wipe(self.data, self.data_len) }
+                }),
+            };
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::observe_wiped(self);
+            // munmap also unlocks, so no separate munlock call is made.
+            // SAFETY: the whole mapping is ours and no reference into it remains.
+            let _ = unsafe { sys::munmap(self.base, self.total) };
+            if self.backing == BackingKind::Memfd && self.file_off != u64::MAX {
+                store::free(self.file_off, self.data_len as u64);
+            }
+        }
+        if self.counted > 0 {
+            budget::release(self.counted);
+        }
+        wiped
+    }
+
+    /// Read the data pages now (test hook; opens them if needed).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn snapshot(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.data_len];
+        if self.can_copy() {
+            let _ = self.copy_out(0, &mut out);
+        } else if self.protect(Prot::Read).is_ok() {
+            // SAFETY: just made readable; test-only, single-threaded use.
+            out.copy_from_slice(unsafe { std::slice::from_raw_parts(self.data, self.data_len) });
+        }
+        out
+    }
+
+    /// Flip one byte of the data pages (test hook to damage a canary).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn poke(&self, off: usize, xor: u8) -> Result<(), Error> {
+        if self.can_copy() {
+            let mut b = [0u8];
+            self.copy_out(off, &mut b)?;
+            self.write_in(off, &[b[0] ^ xor])
+        } else {
+            self.protect(Prot::ReadWrite)?;
+            // SAFETY: just made writable; test-only, no access in flight.
+            unsafe { *self.data.add(off) ^= xor };
+            self.protect(Prot::None)
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
+}
+
+/// A region seen as an access window: open = readable, close = hidden.
+pub(crate) struct RegionWindow<'a>(pub &'a Region);
+
+impl Window for RegionWindow<'_> {
+    fn open(&self) -> Result<(), Error> {
+        metrics::protection_changed();
+        self.0.protect(Prot::Read)
+    }
+    fn close(&self) -> Result<(), Error> {
+        metrics::protection_changed();
+        self.0.hide()
+    }
+}

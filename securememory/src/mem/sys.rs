@@ -1,0 +1,486 @@
+//! The only code that makes system calls. Each wrapper has a safe signature
+//! where the kernel cannot be made to touch memory we do not own; the ones
+//! that take a raw address are `unsafe fn` and state what the caller must
+//! guarantee.
+//!
+//! With the `test-hooks` feature every wrapper first asks [`fault`] whether
+//! the test running on this thread wants it to fail, so that each failure
+//! path can be exercised without a hostile kernel.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+
+use super::fault::{self, Op};
+
+/// `PROT_*` values the library uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prot {
+    None,
+    Read,
+    ReadWrite,
+}
+
+impl Prot {
+    fn bits(self) -> libc::c_int {
+        match self {
+            Prot::None => libc::PROT_NONE,
+            Prot::Read => libc::PROT_READ,
+            Prot::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// The system page size, read once.
+///
+/// # References
+/// - sysconf(3), `_SC_PAGESIZE`
+pub(crate) fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n <= 0 {
+            4096
+        } else {
+            n as usize
+        }
+    })
+}
+
+/// Map `len` bytes of fresh private anonymous memory.
+///
+/// # References
+/// - mmap(2)
+pub(crate) fn mmap_anonymous(len: usize, prot: Prot) -> io::Result<*mut u8> {
+    fault::check(Op::Mmap)?;
+    // SAFETY: a NULL hint without MAP_FIXED lets the kernel choose an unused
+    // range, so no existing mapping can be replaced.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot.bits(),
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(last_error())
+    } else {
+        Ok(p.cast())
+    }
+}
+
+/// Map `len` bytes of `fd` at `offset` as a shared mapping. With `at`, the
+/// mapping replaces the pages at that address (`MAP_FIXED`).
+///
+/// # Safety
+/// When `at` is given, `[at, at + len)` must lie inside a mapping the caller
+/// owns and that no reference points into.
+///
+/// # References
+/// - mmap(2)
+pub(crate) unsafe fn mmap_shared(
+    at: Option<*mut u8>,
+    len: usize,
+    prot: Prot,
+    fd: RawFd,
+    offset: u64,
+) -> io::Result<*mut u8> {
+    fault::check(Op::Mmap)?;
+    let (hint, fixed) = match at {
+        Some(p) => (p.cast(), libc::MAP_FIXED),
+        None => (std::ptr::null_mut(), 0),
+    };
+    // SAFETY: the caller guarantees a fixed target range is theirs to replace.
+    let p = unsafe {
+        libc::mmap(
+            hint,
+            len,
+            prot.bits(),
+            libc::MAP_SHARED | fixed,
+            fd,
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(last_error())
+    } else {
+        Ok(p.cast())
+    }
+}
+
+/// Unmap `[addr, addr + len)`.
+///
+/// # Safety
+/// The range must be a mapping the caller owns, with no live reference into it.
+///
+/// # References
+/// - munmap(2)
+pub(crate) unsafe fn munmap(addr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: forwarded to the caller.
+    if unsafe { libc::munmap(addr.cast(), len) } == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// Change the protection of `[addr, addr + len)`.
+///
+/// # Safety
+/// The range must be a mapping the caller owns; taking away access must not
+/// leave a live reference into it.
+///
+/// # References
+/// - mprotect(2)
+pub(crate) unsafe fn mprotect(addr: *mut u8, len: usize, prot: Prot) -> io::Result<()> {
+    fault::check(match prot {
+        Prot::None => Op::ProtectNone,
+        _ => Op::ProtectRead,
+    })?;
+    // SAFETY: forwarded to the caller.
+    if unsafe { libc::mprotect(addr.cast(), len, prot.bits()) } == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// Lock `[addr, addr + len)` into RAM.
+///
+/// # Safety
+/// The range must be a mapping the caller owns.
+///
+/// # References
+/// - mlock(2)
+pub(crate) unsafe fn mlock(addr: *mut u8, len: usize) -> io::Result<()> {
+    fault::check(Op::Mlock)?;
+    // SAFETY: mlock only changes page residency of a range the caller owns.
+    if unsafe { libc::mlock(addr.cast(), len) } == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// `madvise` advice values the library uses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Advice {
+    /// Leave the range out of core dumps.
+    DontDump,
+    /// A fork child gets zero-filled pages (private anonymous mappings only).
+    WipeOnFork,
+    /// A fork child does not get the range at all (used for shared mappings).
+    DontFork,
+}
+
+/// Give the kernel advice about `[addr, addr + len)`.
+///
+/// # Safety
+/// The range must be a mapping the caller owns.
+///
+/// # References
+/// - madvise(2): `MADV_DONTDUMP`, `MADV_WIPEONFORK`, `MADV_DONTFORK`
+pub(crate) unsafe fn madvise(addr: *mut u8, len: usize, advice: Advice) -> io::Result<()> {
+    fault::check(Op::Madvise)?;
+    let a = match advice {
+        Advice::DontDump => libc::MADV_DONTDUMP,
+        Advice::WipeOnFork => libc::MADV_WIPEONFORK,
+        Advice::DontFork => libc::MADV_DONTFORK,
+    };
+    // SAFETY: these advice values change only dump/fork behaviour of the range.
+    if unsafe { libc::madvise(addr.cast(), len, a) } == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// Create an anonymous memory file, close-on-exec.
+///
+/// # References
+/// - memfd_create(2)
+pub(crate) fn memfd_create(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    fault::check(Op::MemfdCreate)?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        Err(last_error())
+    } else {
+        // SAFETY: the kernel just returned this descriptor to us alone.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// Create a secret-memory file whose pages are removed from the kernel's
+/// direct map, close-on-exec.
+///
+/// # References
+/// - memfd_secret(2) (Linux 5.14+)
+pub(crate) fn memfd_secret() -> io::Result<OwnedFd> {
+    fault::check(Op::MemfdSecret)?;
+    // SAFETY: memfd_secret takes only a flags word.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC as libc::c_ulong) };
+    if fd < 0 {
+        Err(last_error())
+    } else {
+        // SAFETY: the kernel just returned this descriptor to us alone.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+}
+
+/// Create a `memfd_secret` file, size it to one page, map and unmap it: the
+/// whole path a secret would take. On failure, the stage that failed.
+pub(crate) fn try_memfd_secret_page() -> Result<(), (&'static str, io::Error)> {
+    let fd = memfd_secret().map_err(|e| ("create", e))?;
+    let page = page_size();
+    ftruncate(&fd, page as u64).map_err(|e| ("ftruncate", e))?;
+    // SAFETY: no fixed address: the kernel picks a free range.
+    let p = unsafe { mmap_shared(None, page, Prot::ReadWrite, fd.as_raw_fd(), 0) }.map_err(|e| ("map", e))?;
+    // SAFETY: `p` is the one-page mapping made just above; nothing points into it.
+    let _ = unsafe { munmap(p, page) };
+    Ok(())
+}
+
+/// Set the size of the file behind `fd`.
+///
+/// # References
+/// - ftruncate(2)
+pub(crate) fn ftruncate(fd: &impl AsRawFd, len: u64) -> io::Result<()> {
+    fault::check(Op::Ftruncate)?;
+    // SAFETY: no memory is passed to the kernel.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// Take away every permission bit of the file behind `fd`, so that it cannot
+/// be opened again through `/proc/<pid>/fd/N` by anyone without
+/// `CAP_DAC_OVERRIDE`. The descriptor already open keeps its access.
+///
+/// # References
+/// - fchmod(2), proc(5) (`/proc/pid/fd`)
+pub(crate) fn fchmod_none(fd: RawFd) -> io::Result<()> {
+    // SAFETY: no memory is passed to the kernel.
+    if unsafe { libc::fchmod(fd, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// Read exactly `buf.len()` bytes of `fd` at `offset`.
+///
+/// # References
+/// - pread(2)
+pub(crate) fn pread_exact(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fault::check(Op::Pread)?;
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = last_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Write all of `buf` to `fd` at `offset`.
+///
+/// # References
+/// - pwrite(2)
+pub(crate) fn pwrite_all(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    fault::check(Op::Pwrite)?;
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        // SAFETY: `rest` is a valid readable buffer of `rest.len()` bytes.
+        let n = unsafe {
+            libc::pwrite(
+                fd,
+                rest.as_ptr().cast(),
+                rest.len(),
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = last_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Free the pages of `fd` in `[offset, offset + len)`; the file keeps its size.
+///
+/// # References
+/// - fallocate(2), `FALLOC_FL_PUNCH_HOLE`
+pub(crate) fn punch_hole(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: no memory is passed to the kernel.
+    let r = unsafe {
+        libc::fallocate(
+            fd,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// Close a raw descriptor. Async-signal-safe: used by the at-fork child handler.
+pub(crate) fn close_raw(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and forgets it after this call.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Fill `buf` from the operating system's CSPRNG.
+///
+/// # References
+/// - getrandom(2)
+pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    fault::check(Op::Random)?;
+    getrandom::fill(buf).map_err(|e| match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::other(e.to_string()),
+    })
+}
+
+/// A resource limit's soft and hard values; `None` means unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// The soft limit, the one the kernel enforces.
+    pub soft: Option<u64>,
+    /// The hard limit, the ceiling an unprivileged process may raise the soft limit to.
+    pub hard: Option<u64>,
+}
+
+fn to_limit(v: libc::rlim_t) -> Option<u64> {
+    if v == libc::RLIM_INFINITY {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+fn get_rlimit(resource: libc::__rlimit_resource_t) -> Limit {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid rlimit struct for the kernel to fill.
+    if unsafe { libc::getrlimit(resource, &mut r) } != 0 {
+        return Limit {
+            soft: None,
+            hard: None,
+        };
+    }
+    Limit {
+        soft: to_limit(r.rlim_cur),
+        hard: to_limit(r.rlim_max),
+    }
+}
+
+/// The current `RLIMIT_MEMLOCK`.
+///
+/// # References
+/// - getrlimit(2)
+pub(crate) fn memlock_limit() -> Limit {
+    get_rlimit(libc::RLIMIT_MEMLOCK)
+}
+
+/// The current `RLIMIT_CORE`.
+pub(crate) fn core_limit() -> Limit {
+    get_rlimit(libc::RLIMIT_CORE)
+}
+
+/// Set `RLIMIT_CORE` to zero, soft and hard: no core file for this process.
+///
+/// # References
+/// - setrlimit(2)
+pub(crate) fn disable_core_dumps() -> io::Result<()> {
+    let r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid rlimit struct for the kernel to read.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &r) } == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// Whether the process is dumpable, or `None` if the kernel will not say.
+///
+/// # References
+/// - prctl(2), `PR_GET_DUMPABLE`
+pub(crate) fn dumpable() -> Option<bool> {
+    // SAFETY: PR_GET_DUMPABLE takes no pointer arguments.
+    let r = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    (r >= 0).then_some(r != 0)
+}
+
+/// Register handlers that run around `fork(2)`.
+///
+/// # References
+/// - pthread_atfork(3)
+pub(crate) fn register_atfork(child: unsafe extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `child` is a plain function pointer that stays valid for the
+    // life of the process.
+    let r = unsafe { libc::pthread_atfork(None, None, Some(child)) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// Write zeros over `[addr, addr + len)` with volatile stores the compiler
+/// may not remove, then fence so the stores are not moved past what follows
+/// (unlock, unmap).
+///
+/// # Safety
+/// The range must be mapped writable and owned by the caller, with no live
+/// shared reference into it.
+pub(crate) unsafe fn wipe(addr: *mut u8, len: usize) {
+    // SAFETY: the caller guarantees the range is writable and exclusively ours.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(addr, len) };
+    zeroize::Zeroize::zeroize(bytes);
+}

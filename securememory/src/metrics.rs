@@ -1,0 +1,113 @@
+//! Counters kept by the library, readable with [`stats`] and published
+//! through the `metrics` facade so that a recorder installed by the program
+//! picks them up. Names follow Asherah Go's (`secret.allocated`,
+//! `secret.inuse`) where it has one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+static IN_USE: AtomicU64 = AtomicU64::new(0);
+static PROTECTION_CHANGES: AtomicU64 = AtomicU64::new(0);
+static REFUSALS: AtomicU64 = AtomicU64::new(0);
+static UNLOCKED: AtomicU64 = AtomicU64::new(0);
+static CANARY_FAILURES: AtomicU64 = AtomicU64::new(0);
+static POOL_PAGES: AtomicU64 = AtomicU64::new(0);
+static POOL_SLOTS_USED: AtomicU64 = AtomicU64::new(0);
+static POOL_SLOTS_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// A snapshot of the library's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Secrets created since the process started (`secret.allocated`).
+    pub allocated: u64,
+    /// Secrets created and not yet closed (`secret.inuse`).
+    pub in_use: u64,
+    /// Bytes this library holds locked in RAM (`secret.locked.bytes`).
+    pub bytes_locked: u64,
+    /// Page-protection changes made by access windows (`secret.protection_changes`).
+    pub protection_changes: u64,
+    /// Requests refused for lack of lockable memory (`secret.lock.refused`).
+    pub lock_refusals: u64,
+    /// Allocations that went ahead unlocked under `LockPolicy::AllowUnlocked` (`secret.unlocked`).
+    pub unlocked_allocations: u64,
+    /// Damaged canaries found at close (`secret.canary.damaged`).
+    pub canary_failures: u64,
+    /// Pages held by the pool (`secret.pool.pages`).
+    pub pool_pages: u64,
+    /// Pool slots in use (`secret.pool.slots.used`).
+    pub pool_slots_used: u64,
+    /// Pool slots in all pool pages (`secret.pool.slots.total`).
+    pub pool_slots_total: u64,
+}
+
+/// The library's counters now.
+pub fn stats() -> Stats {
+    Stats {
+        allocated: ALLOCATED.load(Ordering::Relaxed),
+        in_use: IN_USE.load(Ordering::Relaxed),
+        bytes_locked: crate::budget::locked_bytes(),
+        protection_changes: PROTECTION_CHANGES.load(Ordering::Relaxed),
+        lock_refusals: REFUSALS.load(Ordering::Relaxed),
+        unlocked_allocations: UNLOCKED.load(Ordering::Relaxed),
+        canary_failures: CANARY_FAILURES.load(Ordering::Relaxed),
+        pool_pages: POOL_PAGES.load(Ordering::Relaxed),
+        pool_slots_used: POOL_SLOTS_USED.load(Ordering::Relaxed),
+        pool_slots_total: POOL_SLOTS_TOTAL.load(Ordering::Relaxed),
+    }
+}
+
+pub(crate) fn created(elapsed: Duration) {
+    ALLOCATED.fetch_add(1, Ordering::Relaxed);
+    let n = IN_USE.fetch_add(1, Ordering::Relaxed) + 1;
+    metrics::counter!("secret.allocated").increment(1);
+    metrics::gauge!("secret.inuse").set(n as f64);
+    metrics::histogram!("secret.allocation.seconds").record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn closed() {
+    let n = IN_USE.fetch_sub(1, Ordering::Relaxed) - 1;
+    metrics::gauge!("secret.inuse").set(n as f64);
+}
+
+#[inline]
+pub(crate) fn protection_changed() {
+    PROTECTION_CHANGES.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("secret.protection_changes").increment(1);
+}
+
+pub(crate) fn refused() {
+    REFUSALS.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("secret.lock.refused").increment(1);
+}
+
+pub(crate) fn unlocked() {
+    UNLOCKED.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("secret.unlocked").increment(1);
+}
+
+pub(crate) fn canary_damaged() {
+    CANARY_FAILURES.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("secret.canary.damaged").increment(1);
+}
+
+pub(crate) fn locked_changed(bytes: u64) {
+    metrics::gauge!("secret.locked.bytes").set(bytes as f64);
+}
+
+pub(crate) fn pool_changed(pages_delta: i64, used_delta: i64, total_delta: i64) {
+    fn add(a: &AtomicU64, d: i64) -> u64 {
+        if d >= 0 {
+            a.fetch_add(d as u64, Ordering::Relaxed) + d as u64
+        } else {
+            a.fetch_sub((-d) as u64, Ordering::Relaxed) - (-d) as u64
+        }
+    }
+    let pages = add(&POOL_PAGES, pages_delta);
+    let used = add(&POOL_SLOTS_USED, used_delta);
+    let total = add(&POOL_SLOTS_TOTAL, total_delta);
+    metrics::gauge!("secret.pool.pages").set(pages as f64);
+    metrics::gauge!("secret.pool.slots.used").set(used as f64);
+    metrics::gauge!("secret.pool.slots.total").set(total as f64);
+}

@@ -1,0 +1,221 @@
+//! The pool: small secrets packed into shared locked pages.
+//!
+//! Secrets of up to [`MAX_SLOT`] bytes go into slots of the next power-of-two
+//! size class. Slots live in chunks: one region of [`CHUNK_PAGES`] data pages
+//! between two guard pages, on the memfd backend (locked, do-not-dump,
+//! do-not-fork, `PROT_NONE` for its whole life). A slot is written and
+//! wiped with `pwrite` and read with `pread` on the memory file, so the
+//! chunk's pages never become readable: reading one secret never exposes its
+//! page-mates, and no access changes a page table.
+//!
+//! Creating a secret in a free slot makes no mapping, locking or protection
+//! system call: one `pwrite` places the bytes. Closing makes one `pwrite`
+//! (the wipe). A chunk that becomes empty is returned to the operating
+//! system unless it is the only empty chunk of its class (hysteresis, so a
+//! create/close loop does not map and unmap a chunk each time).
+
+use std::sync::{Arc, Mutex};
+
+use crate::budget::LockPolicy;
+use crate::error::{Error, Result};
+use crate::factory::Source;
+use crate::mem::region::{BackingKind, Region, RegionSpec};
+use crate::mem::{scratch, sys};
+use crate::metrics;
+
+/// The largest secret the pool holds; larger ones get pages of their own.
+pub const MAX_SLOT: usize = 1024;
+/// The smallest slot.
+const MIN_SLOT: usize = 16;
+/// Data pages per chunk.
+pub(crate) const CHUNK_PAGES: usize = 16;
+/// Size classes: 16, 32, ..., MAX_SLOT.
+const CLASSES: usize = (MAX_SLOT / MIN_SLOT).trailing_zeros() as usize + 1;
+
+struct Chunk {
+    region: Region,
+    slot_size: usize,
+}
+
+struct Entry {
+    chunk: Arc<Chunk>,
+    free: Vec<u32>,
+    slots: u32,
+}
+
+struct Class {
+    /// Chunks by id; `None` for ids whose chunk was returned.
+    chunks: Vec<Option<Entry>>,
+    /// A chunk id likely to have a free slot.
+    hint: usize,
+}
+
+static CLASSES_STATE: [Mutex<Class>; CLASSES] = [const {
+    Mutex::new(Class {
+        chunks: Vec::new(),
+        hint: 0,
+    })
+}; CLASSES];
+
+fn class_of(len: usize) -> usize {
+    let size = len.max(MIN_SLOT).next_power_of_two();
+    (size / MIN_SLOT).trailing_zeros() as usize
+}
+
+/// One secret's slot. Releasing it wipes it and gives it back.
+pub(crate) struct Slot {
+    chunk: Arc<Chunk>,
+    class: usize,
+    id: usize,
+    index: u32,
+}
+
+impl Slot {
+    fn offset(&self) -> usize {
+        self.index as usize * self.chunk.slot_size
+    }
+
+    /// Kernel copy of `[pos, pos + buf.len())` of the slot into `buf`.
+    #[inline]
+    pub(crate) fn copy_out(&self, pos: usize, buf: &mut [u8]) -> Result<()> {
+        self.chunk.region.copy_out(self.offset() + pos, buf)
+    }
+
+    /// Wipe the slot (at once) and return it to its class.
+    pub(crate) fn release(&self) -> Result<()> {
+        let wiped = if crate::fork::generation() == self.chunk_fork_gen() {
+            self.chunk.region.zero_in(self.offset(), self.chunk.slot_size)
+        } else {
+            Ok(())
+        };
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::observe_slot_wiped(self);
+        give_back(self.class, self.id, self.index);
+        wiped
+    }
+
+    fn chunk_fork_gen(&self) -> u64 {
+        self.chunk.region.fork_gen()
+    }
+
+    /// Address of the slot in its (`PROT_NONE`) chunk (tests, bench check).
+    pub(crate) fn addr(&self) -> usize {
+        self.chunk.region.data_addr() + self.offset()
+    }
+
+    /// The slot's bytes now (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn snapshot(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.chunk.slot_size];
+        let _ = self.copy_out(0, &mut out);
+        out
+    }
+}
+
+/// Take a slot for a secret of `len` bytes and write its bytes from `src`.
+pub(crate) fn create(len: usize, src: &mut Source<'_>, lock: LockPolicy) -> Result<Slot> {
+    let class = class_of(len);
+    let slot = take(class, lock)?;
+    let placed = match src {
+        // The caller's bytes go straight into the slot.
+        Source::Bytes(b) => slot.chunk.region.write_in(slot.offset(), b),
+        // Random or read bytes are staged in this thread's locked, wiped
+        // scratch buffer, never in ordinary memory.
+        _ => scratch::with_scratch(len, |buf| {
+            src.fill(buf)?;
+            slot.chunk.region.write_in(slot.offset(), buf)
+        })
+        .unwrap_or_else(|| {
+            Err(Error::Unsupported(
+                "no scratch buffer on this thread to stage the secret (memlock limit?)".into(),
+            ))
+        }),
+    };
+    if let Err(e) = placed {
+        // Wipe whatever part was written before giving the slot back.
+        let _ = slot.chunk.region.zero_in(slot.offset(), slot.chunk.slot_size);
+        give_back(slot.class, slot.id, slot.index);
+        return Err(e);
+    }
+    Ok(slot)
+}
+
+fn take(class: usize, lock: LockPolicy) -> Result<Slot> {
+    let mut c = CLASSES_STATE[class].lock().unwrap_or_else(|p| p.into_inner());
+    let n = c.chunks.len();
+    let hint = c.hint;
+    let found = (0..n)
+        .map(|i| (hint + i) % n)
+        .find(|&id| c.chunks[id].as_ref().is_some_and(|e| !e.free.is_empty()));
+    let id = match found {
+        Some(id) => id,
+        None => new_chunk(&mut c, class, lock)?,
+    };
+    c.hint = id;
+    let e = c.chunks[id].as_mut().expect("chosen chunk exists");
+    let index = e.free.pop().expect("chosen chunk has a free slot");
+    let chunk = Arc::clone(&e.chunk);
+    metrics::pool_changed(0, 1, 0);
+    Ok(Slot {
+        chunk,
+        class,
+        id,
+        index,
+    })
+}
+
+fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
+    let page = sys::page_size();
+    let spec = RegionSpec {
+        len: CHUNK_PAGES * page,
+        guard: true,
+        backing: BackingKind::Memfd,
+        lock,
+    };
+    let region = Region::create(spec, |_| Ok(()))?;
+    let slot_size = MIN_SLOT << class;
+    let slots = (region.data_len() / slot_size) as u32;
+    let entry = Entry {
+        chunk: Arc::new(Chunk { region, slot_size }),
+        // Pop from the end: hand out low slots first.
+        free: (0..slots).rev().collect(),
+        slots,
+    };
+    metrics::pool_changed(CHUNK_PAGES as i64, 0, slots as i64);
+    let id = match c.chunks.iter().position(Option::is_none) {
+        Some(id) => {
+            c.chunks[id] = Some(entry);
+            id
+        }
+        None => {
+            c.chunks.push(Some(entry));
+            c.chunks.len() - 1
+        }
+    };
+    Ok(id)
+}
+
+fn give_back(class: usize, id: usize, index: u32) {
+    let mut c = CLASSES_STATE[class].lock().unwrap_or_else(|p| p.into_inner());
+    let Some(e) = c.chunks[id].as_mut() else {
+        return;
+    };
+    e.free.push(index);
+    metrics::pool_changed(0, -1, 0);
+    if e.free.len() as u32 != e.slots {
+        return;
+    }
+    // This chunk is empty. Keep it if it is the only empty one of its class.
+    let other_empty = c
+        .chunks
+        .iter()
+        .enumerate()
+        .any(|(i, o)| i != id && o.as_ref().is_some_and(|o| o.free.len() as u32 == o.slots));
+    if other_empty {
+        let e = c.chunks[id].take().expect("checked above");
+        metrics::pool_changed(-(CHUNK_PAGES as i64), 0, -(e.slots as i64));
+        // The slot that was just released still holds an Arc: the region is
+        // unmapped when that slot value is dropped, right after this call.
+        drop(e);
+    }
+}

@@ -1,0 +1,395 @@
+//! The public [`Secret`] type: access, close, drop.
+
+use std::cell::Cell;
+use std::fmt;
+
+use crate::access::{Gate, Window};
+use crate::error::{Error, Result};
+use crate::mem::region::{Region, RegionWindow};
+use crate::mem::scratch;
+use crate::pool::Slot;
+use crate::reader::SecretReader;
+use crate::{fork, metrics};
+
+/// Bytes of the canary written in front of a guarded secret.
+pub(crate) const CANARY_LEN: usize = 16;
+
+/// How an access reaches the bytes. Chosen on the factory
+/// ([`Options::access`](crate::Options)) and reported by
+/// [`Secret::access_path`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AccessPath {
+    /// The copy path where the backend allows it (memfd), else the window.
+    #[default]
+    Auto,
+    /// The kernel copies the secret (`pread` on the memory file) into a
+    /// per-thread locked, do-not-dump, wipe-on-fork scratch buffer that is
+    /// wiped when the closure returns. The secret's own pages stay
+    /// `PROT_NONE` throughout: no page-table change, no cross-CPU interrupt.
+    /// A secret larger than the free scratch space uses the window instead.
+    Copy,
+    /// The secret's pages are made readable (`mprotect`) while at least one
+    /// access is in flight; overlapping accesses share one window. The
+    /// closure sees the secret in place. Asherah Go's design.
+    Window,
+}
+
+/// Where a secret lives.
+pub(crate) enum Storage {
+    /// Pages of its own; the secret at `off` in the data pages.
+    Pages {
+        region: Region,
+        off: usize,
+        canary: Option<[u8; CANARY_LEN]>,
+    },
+    /// A slot in a shared pool page.
+    Slot(Slot),
+}
+
+/// The window of a secret: its pages, or nothing for pool slots (which are
+/// only ever read by the copy path).
+enum SecretWindow<'a> {
+    Pages(RegionWindow<'a>),
+    None,
+}
+
+impl Window for SecretWindow<'_> {
+    fn open(&self) -> Result<()> {
+        match self {
+            SecretWindow::Pages(w) => w.open(),
+            SecretWindow::None => Err(Error::Unsupported("pooled secrets have no window".into())),
+        }
+    }
+    fn close(&self) -> Result<()> {
+        match self {
+            SecretWindow::Pages(w) => w.close(),
+            SecretWindow::None => Ok(()),
+        }
+    }
+}
+
+/// The deepest nesting of accesses tracked per thread.
+const MAX_NESTING: usize = 32;
+
+thread_local! {
+    // Gates of the secrets this thread is inside an access of, so that
+    // `close` from inside an access fails instead of waiting for itself.
+    static ACTIVE: Cell<([usize; MAX_NESTING], usize)> = const { Cell::new(([0; MAX_NESTING], 0)) };
+}
+
+/// Marks this thread as inside an access of one secret until dropped.
+struct Active;
+
+impl Active {
+    #[inline]
+    fn push(gate: &Gate) -> Result<Active> {
+        ACTIVE.with(|a| {
+            let (mut stack, depth) = a.get();
+            if depth == MAX_NESTING {
+                return Err(Error::NestingTooDeep(MAX_NESTING));
+            }
+            stack[depth] = gate as *const Gate as usize;
+            a.set((stack, depth + 1));
+            Ok(Active)
+        })
+    }
+
+    fn contains(gate: &Gate) -> bool {
+        let me = gate as *const Gate as usize;
+        ACTIVE
+            .try_with(|a| {
+                let (stack, depth) = a.get();
+                stack[..depth].contains(&me)
+            })
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Active {
+    #[inline]
+    fn drop(&mut self) {
+        let _ = ACTIVE.try_with(|a| {
+            let (stack, depth) = a.get();
+            a.set((stack, depth - 1));
+        });
+    }
+}
+
+/// A secret held in protected memory. Create one with a
+/// [`SecretFactory`](crate::SecretFactory).
+///
+/// The bytes are readable only inside [`with_bytes`](Secret::with_bytes)
+/// (and the other access methods); at rest no user-space mapping of them is
+/// readable. `Secret` is `Send + Sync`: many threads may access one secret
+/// at once. Dropping it closes it.
+pub struct Secret {
+    gate: Gate,
+    storage: Storage,
+    len: usize,
+    path: AccessPath,
+    backend: crate::Backend,
+    fork_gen: u64,
+}
+
+impl Secret {
+    pub(crate) fn new(storage: Storage, len: usize, path: AccessPath, backend: crate::Backend) -> Secret {
+        Secret {
+            gate: Gate::new(),
+            storage,
+            len,
+            path,
+            backend,
+            fork_gen: fork::generation(),
+        }
+    }
+
+    fn window(&self) -> SecretWindow<'_> {
+        match &self.storage {
+            Storage::Pages { region, .. } => SecretWindow::Pages(RegionWindow(region)),
+            Storage::Slot(_) => SecretWindow::None,
+        }
+    }
+
+    /// The secret's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always `false`: a secret has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The access path this secret's accesses take (never `Auto`).
+    pub fn access_path(&self) -> AccessPath {
+        self.path
+    }
+
+    /// The memory backing this secret (never `Auto`).
+    pub fn backend(&self) -> crate::Backend {
+        self.backend
+    }
+
+    /// Whether any user-space mapping of this secret's bytes is readable
+    /// right now, read from `/proc/self/maps`. At rest (no access in flight)
+    /// this is `false`; the benchmark checks it after every row. For a
+    /// closed secret, `false`.
+    ///
+    /// # Errors
+    /// When `/proc/self/maps` cannot be read.
+    pub fn is_readable_now(&self) -> std::io::Result<bool> {
+        if self.is_closed() {
+            return Ok(false);
+        }
+        let (start, len) = match &self.storage {
+            Storage::Pages { region, .. } => (region.data_addr(), region.data_len()),
+            Storage::Slot(slot) => (slot.addr(), self.len),
+        };
+        crate::system::range_readable(start, start + len)
+    }
+
+    /// Whether [`close`](Secret::close) has been called (or has begun).
+    pub fn is_closed(&self) -> bool {
+        self.gate.is_closed()
+    }
+
+    /// Run `action` on the secret's bytes and return what it returns.
+    ///
+    /// The bytes are readable only for the duration of the call; on return
+    /// (or if `action` panics) the access ends, and the secret stays usable.
+    /// Nested accesses to the same or other secrets are fine.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after close, [`Error::Forked`] in a fork child, and
+    /// the rare failures of the kernel copy or of a protection change.
+    ///
+    /// ```
+    /// use securememory::{ProtectedFactory, SecretFactory};
+    /// let factory = ProtectedFactory::default();
+    /// let secret = factory.new(&mut *b"hunter2".to_vec())?;
+    /// let n = secret.with_bytes(|b| b.len())?;
+    /// assert_eq!(n, 7);
+    /// # Ok::<(), securememory::Error>(())
+    /// ```
+    #[inline]
+    pub fn with_bytes<R>(&self, action: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        if self.fork_gen != fork::generation() {
+            return Err(Error::Forked);
+        }
+        let _active = Active::push(&self.gate)?;
+        let w = self.window();
+        let mut action = Some(action);
+        if self.path == AccessPath::Copy {
+            let entered = self.gate.enter(&w)?;
+            let copied = scratch::with_scratch(self.len, |buf| {
+                self.copy_out(0, buf)?;
+                let f = action.take().expect("action runs once");
+                Ok(f(&*buf))
+            });
+            match copied {
+                Some(r) => {
+                    let r = r?;
+                    entered.finish()?;
+                    return Ok(r);
+                }
+                // No scratch space on this thread: fall back to the window.
+                None => drop(entered),
+            }
+        }
+        let f = action.take().expect("action runs once");
+        self.with_window(f)
+    }
+
+    fn with_window<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let Storage::Pages { region, off, .. } = &self.storage else {
+            return Err(Error::Unsupported(
+                "pooled secret cannot be read: this thread has no scratch buffer (memlock limit?)".into(),
+            ));
+        };
+        let w = self.window();
+        let entered = self.gate.enter_window(&w)?;
+        let r = f(region.view(*off, self.len, &entered));
+        entered.finish()?;
+        Ok(r)
+    }
+
+    /// Asherah Go's `WithBytesFunc`: run a fallible `action` on the bytes and
+    /// return its result; the library's own errors convert into `E`.
+    ///
+    /// ```
+    /// use securememory::{ProtectedFactory, SecretFactory, Error};
+    /// let secret = ProtectedFactory::default().new(&mut [1, 2, 3])?;
+    /// let sum: u32 = secret.with_bytes_func(|b| Ok::<_, Error>(b.iter().map(|&x| x as u32).sum()))?;
+    /// assert_eq!(sum, 6);
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[inline]
+    pub fn with_bytes_func<T, E: From<Error>>(&self, action: impl FnOnce(&[u8]) -> Result<T, E>) -> Result<T, E> {
+        self.with_bytes(action)?
+    }
+
+    /// A reader over the secret: every `read` call is one access. See
+    /// [`SecretReader`].
+    pub fn reader(&self) -> SecretReader<'_> {
+        SecretReader::new(self)
+    }
+
+    /// Copy `[pos, pos + buf.len())` of the secret into `buf` as one access
+    /// (the reader's primitive). Returns the bytes copied.
+    pub(crate) fn read_at(&self, pos: usize, buf: &mut [u8]) -> Result<usize> {
+        if self.fork_gen != fork::generation() {
+            return Err(Error::Forked);
+        }
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let n = buf.len().min(self.len.saturating_sub(pos));
+        if n == 0 {
+            return Ok(0);
+        }
+        let dst = &mut buf[..n];
+        if self.path == AccessPath::Copy {
+            // The caller's buffer is the destination: no scratch, no window.
+            let w = self.window();
+            let entered = self.gate.enter(&w)?;
+            self.copy_out(pos, dst)?;
+            entered.finish()?;
+        } else {
+            let _active = Active::push(&self.gate)?;
+            self.with_window(|b| dst.copy_from_slice(&b[pos..pos + n]))?;
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn copy_out(&self, pos: usize, buf: &mut [u8]) -> Result<()> {
+        match &self.storage {
+            Storage::Pages { region, off, .. } => region.copy_out(off + pos, buf),
+            Storage::Slot(slot) => slot.copy_out(pos, buf),
+        }
+    }
+
+    /// Close the secret: stop new accesses, wait for those in flight, then
+    /// wipe, unlock and unmap its memory. Idempotent: a second call returns
+    /// `Ok(())`. Afterwards every access fails with [`Error::Closed`].
+    ///
+    /// # Errors
+    /// - [`Error::CloseWithinAccess`] when called from inside an access of
+    ///   this same secret on this thread (closing would wait for itself); the
+    ///   secret stays open.
+    /// - [`Error::CanaryDamaged`] for a guarded secret whose canary was
+    ///   overwritten; the memory is wiped and freed all the same.
+    /// - [`Error::ProtectFailed`] if the pages could not be made writable to
+    ///   wipe; they are unmapped all the same.
+    pub fn close(&self) -> Result<()> {
+        if Active::contains(&self.gate) {
+            return Err(Error::CloseWithinAccess);
+        }
+        let released = self.gate.close(|| {
+            let canary_ok = self.canary_intact();
+            let wiped = match &self.storage {
+                Storage::Pages { region, .. } => region.release(),
+                Storage::Slot(slot) => slot.release(),
+            };
+            metrics::closed();
+            tracing::debug!(len = self.len, backend = ?self.backend, "securememory: secret closed");
+            if !canary_ok {
+                metrics::canary_damaged();
+                tracing::error!("securememory: damaged canary in front of a guarded secret (out-of-bounds write)");
+                return Err(Error::CanaryDamaged);
+            }
+            wiped
+        });
+        released.unwrap_or(Ok(()))
+    }
+
+    /// Compare the canary with the one written at creation.
+    fn canary_intact(&self) -> bool {
+        let Storage::Pages {
+            region,
+            off,
+            canary: Some(expected),
+        } = &self.storage
+        else {
+            return true;
+        };
+        if self.fork_gen != fork::generation() {
+            return true;
+        }
+        let mut now = [0u8; CANARY_LEN];
+        let at = off - CANARY_LEN;
+        let read = region.read_at_rest(at, &mut now);
+        // Compare without an early exit.
+        read.is_ok() && now.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::warn!(error = %e, "securememory: error closing a dropped secret");
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("len", &self.len)
+            .field("closed", &self.is_closed())
+            .field("backend", &self.backend)
+            .field("access_path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Secret>();
+}

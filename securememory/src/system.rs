@@ -1,0 +1,104 @@
+//! What this machine offers and limits, for `securememory doctor` and for
+//! programs that want to check before they start.
+
+use crate::backend::{memfd_secret_status, Backend};
+use crate::mem::sys;
+
+/// A report of the machine's secure-memory facilities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SystemReport {
+    /// Page size in bytes.
+    pub page_size: usize,
+    /// `RLIMIT_MEMLOCK` soft limit in bytes (`None`: unlimited).
+    pub memlock_soft: Option<u64>,
+    /// `RLIMIT_MEMLOCK` hard limit in bytes (`None`: unlimited).
+    pub memlock_hard: Option<u64>,
+    /// Whether the process has `CAP_IPC_LOCK` (which lifts the memlock limit).
+    pub cap_ipc_lock: bool,
+    /// Bytes this library holds locked now.
+    pub locked_by_library: u64,
+    /// `Ok` if `memfd_secret` works here, else why not.
+    pub memfd_secret: Result<(), String>,
+    /// `RLIMIT_CORE` soft limit in bytes (`None`: unlimited; `Some(0)`: no core files).
+    pub core_soft: Option<u64>,
+    /// `RLIMIT_CORE` hard limit.
+    pub core_hard: Option<u64>,
+    /// `/proc/sys/kernel/core_pattern`, if readable.
+    pub core_pattern: Option<String>,
+    /// Whether the process is dumpable (`prctl(PR_GET_DUMPABLE)`).
+    pub dumpable: Option<bool>,
+    /// `/proc/sys/vm/max_map_count`, if readable.
+    pub max_map_count: Option<u64>,
+    /// Whether the CPU and kernel offer memory protection keys (`pku` and `ospke` in `/proc/cpuinfo`).
+    pub protection_keys: bool,
+    /// The backend `Backend::Auto` resolves to here.
+    pub auto_backend: Backend,
+}
+
+impl SystemReport {
+    /// How many secrets of one page each the memlock limit allows, counting
+    /// what this library already holds (`None`: no limit applies).
+    pub fn one_page_secrets_allowed(&self) -> Option<u64> {
+        if self.cap_ipc_lock {
+            return None;
+        }
+        self.memlock_soft
+            .map(|soft| soft.saturating_sub(self.locked_by_library) / self.page_size as u64)
+    }
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Inspect this machine and process.
+pub fn report() -> SystemReport {
+    let memlock = sys::memlock_limit();
+    let core = sys::core_limit();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    SystemReport {
+        page_size: sys::page_size(),
+        memlock_soft: memlock.soft,
+        memlock_hard: memlock.hard,
+        cap_ipc_lock: crate::budget::has_ipc_lock(),
+        locked_by_library: crate::budget::locked_bytes(),
+        memfd_secret: memfd_secret_status(),
+        core_soft: core.soft,
+        core_hard: core.hard,
+        core_pattern: read_trimmed("/proc/sys/kernel/core_pattern"),
+        dumpable: sys::dumpable(),
+        max_map_count: read_trimmed("/proc/sys/vm/max_map_count").and_then(|s| s.parse().ok()),
+        protection_keys: flags.iter().any(|f| f == "pku") && flags.iter().any(|f| f == "ospke"),
+        auto_backend: Backend::Auto.resolve(),
+    }
+}
+
+/// Whether any mapping overlapping `[start, end)` is readable, per
+/// `/proc/self/maps`.
+pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) else {
+            continue;
+        };
+        if lo < end && start < hi && perms.starts_with('r') {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,73 @@
+//! Test-only observation and fault-injection points (feature `test-hooks`).
+//! Never enable this feature in a program that holds real secrets: these
+//! functions can read and damage protected memory.
+
+use std::cell::RefCell;
+
+use crate::secret::{Secret, Storage, CANARY_LEN};
+
+pub use crate::mem::fault::Op as FaultOp;
+
+thread_local! {
+    static WIPED: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Make the `skip`+1-th next call of `op` on this thread fail with `errno`.
+pub fn fail_next(op: FaultOp, skip: u32, errno: i32) {
+    crate::mem::fault::fail(op, skip, errno);
+}
+
+/// Cancel a planned failure on this thread.
+pub fn clear_faults() {
+    crate::mem::fault::clear();
+}
+
+/// Address of the secret's first byte in its protected mapping.
+pub fn data_address(s: &Secret) -> usize {
+    match s.storage() {
+        Storage::Pages { region, off, .. } => region.data_addr() + off,
+        Storage::Slot(slot) => slot.addr(),
+    }
+}
+
+/// Address and length of the secret's data pages (the whole mapping
+/// excluding guard pages); for pooled secrets, the slot.
+pub fn data_pages(s: &Secret) -> (usize, usize) {
+    match s.storage() {
+        Storage::Pages { region, .. } => (region.data_addr(), region.data_len()),
+        Storage::Slot(slot) => (slot.addr(), s.len()),
+    }
+}
+
+/// Flip one byte of a guarded secret's canary.
+pub fn corrupt_canary(s: &Secret) -> crate::Result<()> {
+    match s.storage() {
+        Storage::Pages {
+            region,
+            off,
+            canary: Some(_),
+        } => region.poke(off - CANARY_LEN, 0x5a),
+        _ => Err(crate::Error::Unsupported("not a guarded secret".into())),
+    }
+}
+
+/// The bytes of the last region or slot released on this thread, read
+/// after the wipe and before the unmap; `None` if none since the last call.
+pub fn take_last_wiped() -> Option<Vec<u8>> {
+    WIPED.with(|w| w.borrow_mut().take())
+}
+
+pub(crate) fn observe_wiped(region: &crate::mem::region::Region) {
+    let bytes = region.snapshot();
+    let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
+}
+
+pub(crate) fn observe_slot_wiped(slot: &crate::pool::Slot) {
+    let bytes = slot.snapshot();
+    let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
+}
+
+/// The raw descriptor of the process-wide memory file, if open.
+pub fn store_fd() -> Option<std::os::fd::RawFd> {
+    crate::store::raw_fd_for_tests()
+}
