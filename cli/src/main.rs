@@ -1,4 +1,42 @@
-//! The `securememory` command-line tool.
-fn main() {
-    println!("securememory: no command yet");
+//! The `securememory` command-line tool: `bench` prints the benchmark table,
+//! `doctor` reports what this machine offers and limits.
+
+mod bench;
+mod doctor;
+
+use clap::{Parser, Subcommand};
+
+/// securememory: benchmarks and a machine check for protected-memory secrets.
+#[derive(Parser)]
+#[command(name = "securememory", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the benchmark table (each row beside the mprotect floor measured in the same run).
+    Bench(bench::BenchArgs),
+    /// Report memlock limits, memfd_secret, core-dump settings and which backend Auto picks.
+    Doctor(doctor::DoctorArgs),
+    /// Internal: the capacity measurement, run in a child process.
+    #[command(hide = true)]
+    CapacityChild(bench::CapacityArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Doctor(args) => doctor::run(args),
+        Command::CapacityChild(args) => bench::capacity_child(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("securememory: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
