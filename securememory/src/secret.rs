@@ -71,10 +71,20 @@ impl Window for SecretWindow<'_> {
 /// The deepest nesting of accesses tracked per thread.
 const MAX_NESTING: usize = 32;
 
+/// Gates of the secrets this thread is inside an access of, so that `close`
+/// from inside an access fails instead of waiting for itself.
+struct ActiveStack {
+    depth: Cell<usize>,
+    gates: [Cell<usize>; MAX_NESTING],
+}
+
 thread_local! {
-    // Gates of the secrets this thread is inside an access of, so that
-    // `close` from inside an access fails instead of waiting for itself.
-    static ACTIVE: Cell<([usize; MAX_NESTING], usize)> = const { Cell::new(([0; MAX_NESTING], 0)) };
+    static ACTIVE: ActiveStack = const {
+        ActiveStack {
+            depth: Cell::new(0),
+            gates: [const { Cell::new(0) }; MAX_NESTING],
+        }
+    };
 }
 
 /// Marks this thread as inside an access of one secret until dropped.
@@ -84,12 +94,12 @@ impl Active {
     #[inline]
     fn push(gate: &Gate) -> Result<Active> {
         ACTIVE.with(|a| {
-            let (mut stack, depth) = a.get();
+            let depth = a.depth.get();
             if depth == MAX_NESTING {
                 return Err(Error::NestingTooDeep(MAX_NESTING));
             }
-            stack[depth] = gate as *const Gate as usize;
-            a.set((stack, depth + 1));
+            a.gates[depth].set(gate as *const Gate as usize);
+            a.depth.set(depth + 1);
             Ok(Active)
         })
     }
@@ -97,10 +107,7 @@ impl Active {
     fn contains(gate: &Gate) -> bool {
         let me = gate as *const Gate as usize;
         ACTIVE
-            .try_with(|a| {
-                let (stack, depth) = a.get();
-                stack[..depth].contains(&me)
-            })
+            .try_with(|a| a.gates[..a.depth.get()].iter().any(|g| g.get() == me))
             .unwrap_or(false)
     }
 }
@@ -108,10 +115,7 @@ impl Active {
 impl Drop for Active {
     #[inline]
     fn drop(&mut self) {
-        let _ = ACTIVE.try_with(|a| {
-            let (stack, depth) = a.get();
-            a.set((stack, depth - 1));
-        });
+        let _ = ACTIVE.try_with(|a| a.depth.set(a.depth.get() - 1));
     }
 }
 

@@ -109,7 +109,8 @@ pub(crate) fn close_in_fork_child() {
     }
 }
 
-/// Whether the store's descriptor is open in this process (test and doctor use).
+/// The store's descriptor, if open in this process (test hook).
+#[cfg(feature = "test-hooks")]
 pub(crate) fn raw_fd_for_tests() -> Option<RawFd> {
     let fd = FD.load(Ordering::Acquire);
     (fd >= 0).then_some(fd)
