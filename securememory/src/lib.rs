@@ -68,3 +68,8 @@ pub fn disable_core_dumps() -> Result<()> {
 pub fn scratch_capacity() -> usize {
     mem::scratch::capacity()
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
