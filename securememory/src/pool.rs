@@ -2,7 +2,8 @@
 //!
 //! Secrets of up to [`MAX_SLOT`] bytes go into slots of the next power-of-two
 //! size class. Slots live in chunks: one region of [`CHUNK_PAGES`] data pages
-//! between two guard pages, on the memfd backend (locked, do-not-dump,
+//! (one page when that does not fit the locked-memory budget) between two
+//! guard pages, on the memfd backend (locked, do-not-dump,
 //! do-not-fork, `PROT_NONE` for its whole life). A slot is written and
 //! wiped with `pwrite` and read with `pread` on the memory file, so the
 //! chunk's pages never become readable: reading one secret never exposes its
@@ -29,12 +30,16 @@ pub const MAX_SLOT: usize = 1024;
 const MIN_SLOT: usize = 16;
 /// Data pages per chunk.
 pub(crate) const CHUNK_PAGES: usize = 16;
+/// Data pages of a chunk made when a full-size one does not fit in the
+/// locked-memory budget (a 64 KiB container limit, say).
+const SMALL_CHUNK_PAGES: usize = 1;
 /// Size classes: 16, 32, ..., MAX_SLOT.
 const CLASSES: usize = (MAX_SLOT / MIN_SLOT).trailing_zeros() as usize + 1;
 
 struct Chunk {
     region: Region,
     slot_size: usize,
+    pages: usize,
 }
 
 struct Entry {
@@ -60,6 +65,11 @@ static CLASSES_STATE: [Mutex<Class>; CLASSES] = [const {
 fn class_of(len: usize) -> usize {
     let size = len.max(MIN_SLOT).next_power_of_two();
     (size / MIN_SLOT).trailing_zeros() as usize
+}
+
+/// The slot a secret of `len` bytes takes, or `None` if it is too large for the pool.
+pub(crate) fn slot_size(len: usize) -> Option<usize> {
+    (len <= MAX_SLOT).then(|| MIN_SLOT << class_of(len))
 }
 
 /// One secret's slot. Releasing it wipes it and gives it back.
@@ -166,22 +176,30 @@ fn take(class: usize, lock: LockPolicy) -> Result<Slot> {
 
 fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
     let page = sys::page_size();
-    let spec = RegionSpec {
-        len: CHUNK_PAGES * page,
+    let spec = |pages: usize| RegionSpec {
+        len: pages * page,
         guard: true,
         backing: BackingKind::Memfd,
         lock,
     };
-    let region = Region::create(spec, |_| Ok(()))?;
+    let region = match Region::create(spec(CHUNK_PAGES), |_| Ok(())) {
+        Err(Error::LockFailed { .. }) => Region::create(spec(SMALL_CHUNK_PAGES), |_| Ok(()))?,
+        other => other?,
+    };
+    let pages = region.data_len() / page;
     let slot_size = MIN_SLOT << class;
     let slots = (region.data_len() / slot_size) as u32;
     let entry = Entry {
-        chunk: Arc::new(Chunk { region, slot_size }),
+        chunk: Arc::new(Chunk {
+            region,
+            slot_size,
+            pages,
+        }),
         // Pop from the end: hand out low slots first.
         free: (0..slots).rev().collect(),
         slots,
     };
-    metrics::pool_changed(CHUNK_PAGES as i64, 0, slots as i64);
+    metrics::pool_changed(pages as i64, 0, slots as i64);
     let id = match c.chunks.iter().position(Option::is_none) {
         Some(id) => {
             c.chunks[id] = Some(entry);
@@ -213,7 +231,7 @@ fn give_back(class: usize, id: usize, index: u32) {
         .any(|(i, o)| i != id && o.as_ref().is_some_and(|o| o.free.len() as u32 == o.slots));
     if other_empty {
         let e = c.chunks[id].take().expect("checked above");
-        metrics::pool_changed(-(CHUNK_PAGES as i64), 0, -(e.slots as i64));
+        metrics::pool_changed(-(e.chunk.pages as i64), 0, -(e.slots as i64));
         // The slot that was just released still holds an Arc: the region is
         // unmapped when that slot value is dropped, right after this call.
         drop(e);
