@@ -160,6 +160,13 @@ impl Gate {
         Some(r)
     }
 
+    /// Stop new accesses without waiting or taking the mutex (a fork child,
+    /// where in-flight counts and the mutex belong to the parent's threads).
+    /// Returns whether this call was the first to stop them.
+    pub(crate) fn abandon(&self) -> bool {
+        self.state.fetch_or(CLOSING, AcqRel) & CLOSING == 0
+    }
+
     /// Whether the window is open right now (tests and the bench's check).
     #[allow(dead_code)]
     pub(crate) fn is_open(&self) -> bool {

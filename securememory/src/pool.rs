@@ -32,7 +32,7 @@ const MIN_SLOT: usize = 16;
 pub(crate) const CHUNK_PAGES: usize = 16;
 /// Data pages of a chunk made when a full-size one does not fit in the
 /// locked-memory budget (a 64 KiB container limit, say).
-const SMALL_CHUNK_PAGES: usize = 1;
+pub(crate) const SMALL_CHUNK_PAGES: usize = 1;
 /// Size classes: 16, 32, ..., MAX_SLOT.
 const CLASSES: usize = (MAX_SLOT / MIN_SLOT).trailing_zeros() as usize + 1;
 
@@ -93,11 +93,12 @@ impl Slot {
 
     /// Wipe the slot (at once) and return it to its class.
     pub(crate) fn release(&self) -> Result<()> {
-        let wiped = if crate::fork::generation() == self.chunk_fork_gen() {
-            self.chunk.region.zero_in(self.offset(), self.chunk.slot_size)
-        } else {
-            Ok(())
-        };
+        if crate::fork::generation() != self.chunk_fork_gen() {
+            // A fork child: the chunk is not mapped here and the class lock
+            // may have been held by a parent thread at the fork. Touch nothing.
+            return Ok(());
+        }
+        let wiped = self.chunk.region.zero_in(self.offset(), self.chunk.slot_size);
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::observe_slot_wiped(self);
         give_back(self.class, self.id, self.index);

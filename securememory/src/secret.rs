@@ -326,6 +326,17 @@ impl Secret {
     /// - [`Error::ProtectFailed`] if the pages could not be made writable to
     ///   wipe; they are unmapped all the same.
     pub fn close(&self) -> Result<()> {
+        if self.fork_gen != fork::generation() {
+            // A fork child: the gate's count and mutex were copied mid-flight
+            // from the parent's threads, so waiting could hang forever. Mark
+            // it closed without waiting; the memory is not the child's.
+            if self.gate.abandon() {
+                if let Storage::Pages { region, .. } = &self.storage {
+                    let _ = region.release();
+                }
+            }
+            return Ok(());
+        }
         if Active::contains(&self.gate) {
             return Err(Error::CloseWithinAccess);
         }

@@ -24,6 +24,10 @@ use crate::mem::sys;
 
 /// Grow the file by at least this much at a time (sparse: costs no memory).
 const GROW_BY: u64 = 16 << 20;
+/// Freed (already wiped) ranges kept allocated for reuse, up to this many
+/// bytes; past it, freed pages are punched out and go back to the system.
+/// Reuse skips a page allocation and a `fallocate` per secret.
+const KEEP_FREED: u64 = 1 << 20;
 
 /// The descriptor, or -1 once closed in a fork child.
 static FD: AtomicI32 = AtomicI32::new(-1);
@@ -31,7 +35,9 @@ static INIT: OnceLock<Result<(), String>> = OnceLock::new();
 static ALLOC: Mutex<PageAlloc> = Mutex::new(PageAlloc {
     next: 0,
     size: 0,
-    free: None,
+    kept: None,
+    kept_bytes: 0,
+    punched: None,
 });
 
 struct PageAlloc {
@@ -39,8 +45,14 @@ struct PageAlloc {
     next: u64,
     /// Current file size.
     size: u64,
-    /// Freed ranges by length, reused before the file grows.
-    free: Option<HashMap<u64, Vec<u64>>>,
+    /// Freed ranges by length whose pages are still allocated (zeroed);
+    /// reused first.
+    kept: Option<HashMap<u64, Vec<u64>>>,
+    /// Bytes in `kept`.
+    kept_bytes: u64,
+    /// Freed ranges by length whose pages were punched out; reused before
+    /// the file grows.
+    punched: Option<HashMap<u64, Vec<u64>>>,
 }
 
 fn init() -> Result<(), Error> {
@@ -74,7 +86,11 @@ pub(crate) fn alloc(len: u64) -> Result<u64, Error> {
     init()?;
     let fd = fd()?;
     let mut a = ALLOC.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(off) = a.free.as_mut().and_then(|f| f.get_mut(&len)).and_then(Vec::pop) {
+    if let Some(off) = a.kept.as_mut().and_then(|f| f.get_mut(&len)).and_then(Vec::pop) {
+        a.kept_bytes -= len;
+        return Ok(off);
+    }
+    if let Some(off) = a.punched.as_mut().and_then(|f| f.get_mut(&len)).and_then(Vec::pop) {
         return Ok(off);
     }
     let off = a.next;
@@ -90,14 +106,22 @@ pub(crate) fn alloc(len: u64) -> Result<u64, Error> {
     Ok(off)
 }
 
-/// Return a range: its pages are freed at once (punched out of the file) and
-/// the offset is kept for reuse. The caller has wiped it.
+/// Return a range the caller has wiped; its offset is kept for reuse. Its
+/// pages stay allocated (holding zeros) while fewer than `KEEP_FREED` bytes
+/// are kept that way; past that they are punched out of the file.
 pub(crate) fn free(off: u64, len: u64) {
     let Ok(fd) = fd() else { return };
+    let mut a = ALLOC.lock().unwrap_or_else(|p| p.into_inner());
+    if a.kept_bytes + len <= KEEP_FREED {
+        a.kept_bytes += len;
+        a.kept.get_or_insert_with(HashMap::new).entry(len).or_default().push(off);
+        return;
+    }
+    drop(a);
     // Punching frees the page frames; failure only costs memory until exit.
     let _ = sys::punch_hole(fd, off, len);
     let mut a = ALLOC.lock().unwrap_or_else(|p| p.into_inner());
-    a.free.get_or_insert_with(HashMap::new).entry(len).or_default().push(off);
+    a.punched.get_or_insert_with(HashMap::new).entry(len).or_default().push(off);
 }
 
 /// Called only from the at-fork child handler: forget and close the
