@@ -102,6 +102,7 @@ pub trait SecretFactory: Send + Sync {
     /// A secret of exactly `len` bytes read from `reader` (a file, stdin)
     /// straight into protected memory, with no copy in ordinary memory.
     /// Fails with [`Error::ReadFailed`] if the reader ends early.
+    #[allow(clippy::wrong_self_convention)]
     fn from_reader(&self, reader: &mut dyn Read, len: usize) -> Result<Secret>;
 }
 

@@ -48,6 +48,21 @@ impl SystemReport {
     }
 }
 
+/// Data pages in one chunk of the pool (`Layout::Pooled`). The pool locks
+/// memory a chunk at a time, and each slot size in use has chunks of its own.
+pub const POOL_CHUNK_PAGES: usize = crate::pool::CHUNK_PAGES;
+
+/// Data pages of the smaller chunk the pool makes when a full one does not
+/// fit in the memlock budget.
+pub const POOL_SMALL_CHUNK_PAGES: usize = crate::pool::SMALL_CHUNK_PAGES;
+
+/// The slot a pooled secret of `len` bytes takes (slots are powers of two of
+/// at least 16 bytes), or `None` if it is larger than
+/// [`POOL_MAX_SLOT`](crate::POOL_MAX_SLOT) and gets pages of its own.
+pub fn pool_slot_size(len: usize) -> Option<usize> {
+    crate::pool::slot_size(len)
+}
+
 fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
@@ -101,4 +116,17 @@ pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> 
         }
     }
     Ok(false)
+}
+
+/// The kernel floor of `securememory bench`: time `iterations` rounds of
+/// `mprotect(PROT_READ)`, a 32-byte read and `mprotect(PROT_NONE)` on one
+/// locked anonymous page, on the calling thread, and return the total. Divide
+/// by `iterations` for the cost of one access through a protection window
+/// with nothing else in the way; benchmark rows are reported as ratios to it.
+///
+/// # Panics
+/// If the page cannot be mapped, locked or protected (the memlock limit
+/// leaves no room for one page).
+pub fn mprotect_floor(iterations: u64) -> std::time::Duration {
+    crate::mem::floor::measure(iterations).unwrap_or_else(|e| panic!("securememory: mprotect floor page failed: {e}"))
 }
