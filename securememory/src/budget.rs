@@ -5,7 +5,6 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 use crate::error::{Error, MemlockReport};
 use crate::mem::sys;
@@ -33,20 +32,25 @@ pub(crate) fn locked_bytes() -> u64 {
     LOCKED.load(Ordering::Relaxed)
 }
 
-/// Whether this process has `CAP_IPC_LOCK` in its effective set, read once.
+/// Whether the calling thread has `CAP_IPC_LOCK` in its effective set (the
+/// capability lifts the memlock limit; the kernel checks the thread that
+/// locks, so this is asked of that thread each time, one `capget`).
 pub(crate) fn has_ipc_lock() -> bool {
-    static CAP: OnceLock<bool> = OnceLock::new();
-    *CAP.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapEff:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .map(|caps| caps & (1u64 << CAP_IPC_LOCK) != 0)
-            .unwrap_or(false)
-    })
+    sys::thread_has_effective_cap(CAP_IPC_LOCK).unwrap_or(false)
+}
+
+/// The soft limit that applies to this thread, if any.
+fn applicable_limit() -> Option<u64> {
+    if has_ipc_lock() {
+        None
+    } else {
+        sys::memlock_limit().soft
+    }
+}
+
+/// Whether `bytes` more would fit in the budget now (does not count them).
+pub(crate) fn fits(bytes: u64) -> bool {
+    applicable_limit().is_none_or(|soft| locked_bytes() + bytes <= soft)
 }
 
 /// The report for a refusal of `requested` bytes.
@@ -71,11 +75,7 @@ pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
 
 /// Count `bytes` as locked, or refuse if that would pass the soft limit.
 pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
-    let soft = if has_ipc_lock() {
-        None
-    } else {
-        sys::memlock_limit().soft
-    };
+    let soft = applicable_limit();
     let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match soft {
         Some(soft) if now + bytes > soft => None,
         _ => Some(now + bytes),

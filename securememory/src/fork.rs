@@ -16,8 +16,8 @@ static INSTALL: Once = Once::new();
 /// Runs in the child right after `fork`, before the child's own code: only
 /// async-signal-safe work here (an atomic add and a `close`).
 unsafe extern "C" fn in_child() {
-    GENERATION.fetch_add(1, Ordering::AcqRel);
-    crate::store::close_in_fork_child();
+    let now = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    crate::store::close_in_fork_child(now);
 }
 
 /// Register the at-fork handler once per process. Called before the first

@@ -183,10 +183,14 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
         backing: BackingKind::Memfd,
         lock,
     };
-    let region = match Region::create(spec(CHUNK_PAGES), |_| Ok(())) {
-        Err(Error::LockFailed { .. }) => Region::create(spec(SMALL_CHUNK_PAGES), |_| Ok(()))?,
-        other => other?,
+    // A full chunk when it fits the locked-memory budget, else a small one
+    // (asking first, so that a fallback is not counted as a refusal).
+    let pages = if lock == LockPolicy::AllowUnlocked || crate::budget::fits((CHUNK_PAGES * page) as u64) {
+        CHUNK_PAGES
+    } else {
+        SMALL_CHUNK_PAGES
     };
+    let region = Region::create(spec(pages), |_| Ok(()))?;
     let pages = region.data_len() / page;
     let slot_size = MIN_SLOT << class;
     let slots = (region.data_len() / slot_size) as u32;

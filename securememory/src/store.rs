@@ -13,13 +13,19 @@
 //!   `CAP_DAC_OVERRIDE`;
 //! - closed in a fork child by the at-fork handler (see `fork`), before the
 //!   child runs any code of its own.
+//!
+//! A fork child that makes secrets of its own gets a memory file of its own:
+//! there is one store per fork generation (the depth of the fork chain), each
+//! in a slot the parent never touched, so no lock or state copied mid-flight
+//! from the parent's threads is ever used in the child.
 
 use std::collections::HashMap;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::error::Error;
+use crate::fork;
 use crate::mem::sys;
 
 /// Grow the file by at least this much at a time (sparse: costs no memory).
@@ -28,18 +34,19 @@ const GROW_BY: u64 = 16 << 20;
 /// bytes; past it, freed pages are punched out and go back to the system.
 /// Reuse skips a page allocation and a `fallocate` per secret.
 const KEEP_FREED: u64 = 1 << 20;
+/// Fork generations (depth of the fork chain) that can have a store.
+const GENERATIONS: usize = 16;
 
-/// The descriptor, or -1 once closed in a fork child.
-static FD: AtomicI32 = AtomicI32::new(-1);
-static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-static ALLOC: Mutex<PageAlloc> = Mutex::new(PageAlloc {
-    next: 0,
-    size: 0,
-    kept: None,
-    kept_bytes: 0,
-    punched: None,
-});
+/// One memory file and the allocator of its pages.
+pub(crate) struct Store {
+    /// The descriptor, or -1 once closed in a fork child.
+    fd: AtomicI32,
+    alloc: Mutex<PageAlloc>,
+}
 
+static STORES: [OnceLock<Result<Store, String>>; GENERATIONS] = [const { OnceLock::new() }; GENERATIONS];
+
+#[derive(Default)]
 struct PageAlloc {
     /// First never-used offset.
     next: u64,
@@ -47,101 +54,117 @@ struct PageAlloc {
     size: u64,
     /// Freed ranges by length whose pages are still allocated (zeroed);
     /// reused first.
-    kept: Option<HashMap<u64, Vec<u64>>>,
+    kept: HashMap<u64, Vec<u64>>,
     /// Bytes in `kept`.
     kept_bytes: u64,
     /// Freed ranges by length whose pages were punched out; reused before
     /// the file grows.
-    punched: Option<HashMap<u64, Vec<u64>>>,
+    punched: HashMap<u64, Vec<u64>>,
 }
 
-fn init() -> Result<(), Error> {
-    let r = INIT.get_or_init(|| {
-        crate::fork::install();
-        let fd = sys::memfd_create(c"securememory").map_err(|e| format!("memfd_create: {e}"))?;
-        sys::fchmod_none(std::os::fd::AsRawFd::as_raw_fd(&fd))
-            .map_err(|e| format!("fchmod: {e}"))?;
-        FD.store(fd.into_raw_fd(), Ordering::Release);
-        Ok(())
-    });
-    match r {
-        Ok(()) => Ok(()),
+fn open() -> Result<Store, String> {
+    let fd = sys::memfd_create(c"securememory").map_err(|e| format!("memfd_create: {e}"))?;
+    sys::fchmod_none(fd.as_raw_fd()).map_err(|e| format!("fchmod: {e}"))?;
+    Ok(Store {
+        fd: AtomicI32::new(fd.into_raw_fd()),
+        alloc: Mutex::new(PageAlloc::default()),
+    })
+}
+
+/// The store of this process (of this fork generation), made on first use.
+pub(crate) fn current() -> Result<&'static Store, Error> {
+    fork::install();
+    let generation = fork::generation() as usize;
+    let slot = STORES.get(generation).ok_or_else(|| {
+        Error::Unsupported(format!("memfd backend: fork chain deeper than {GENERATIONS} processes"))
+    })?;
+    match slot.get_or_init(open) {
+        Ok(store) => Ok(store),
         Err(why) => Err(Error::Unsupported(format!("memfd backend unavailable: {why}"))),
     }
 }
 
-/// The descriptor for this process, or `Forked` in a fork child.
-#[inline]
-pub(crate) fn fd() -> Result<RawFd, Error> {
-    let fd = FD.load(Ordering::Acquire);
-    if fd < 0 {
-        Err(Error::Forked)
-    } else {
-        Ok(fd)
+impl Store {
+    /// The descriptor, or `Forked` once closed in a fork child.
+    #[inline]
+    pub(crate) fn fd(&self) -> Result<RawFd, Error> {
+        let fd = self.fd.load(Ordering::Acquire);
+        if fd < 0 {
+            Err(Error::Forked)
+        } else {
+            Ok(fd)
+        }
+    }
+
+    /// Reserve `len` bytes (a page multiple) of the file; returns the offset.
+    pub(crate) fn alloc(&self, len: u64) -> Result<u64, Error> {
+        let fd = self.fd()?;
+        let mut a = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(off) = a.kept.get_mut(&len).and_then(Vec::pop) {
+            a.kept_bytes -= len;
+            return Ok(off);
+        }
+        if let Some(off) = a.punched.get_mut(&len).and_then(Vec::pop) {
+            return Ok(off);
+        }
+        let off = a.next;
+        if off + len > a.size {
+            let size = (off + len).max(a.size + GROW_BY);
+            sys::ftruncate(&RawDescriptor(fd), size).map_err(|source| Error::MapFailed {
+                bytes: len as usize,
+                source,
+            })?;
+            a.size = size;
+        }
+        a.next = off + len;
+        Ok(off)
+    }
+
+    /// Return a range the caller has wiped; its offset is kept for reuse.
+    /// Its pages stay allocated (holding zeros) while fewer than
+    /// `KEEP_FREED` bytes are kept that way; past that they are punched out.
+    pub(crate) fn free(&self, off: u64, len: u64) {
+        let Ok(fd) = self.fd() else { return };
+        let mut a = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
+        if a.kept_bytes + len <= KEEP_FREED {
+            a.kept_bytes += len;
+            a.kept.entry(len).or_default().push(off);
+            return;
+        }
+        drop(a);
+        // Punching frees the page frames; failure only costs memory until exit.
+        let _ = sys::punch_hole(fd, off, len);
+        let mut a = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
+        a.punched.entry(len).or_default().push(off);
     }
 }
 
-/// Reserve `len` bytes (a page multiple) of the file; returns the offset.
-pub(crate) fn alloc(len: u64) -> Result<u64, Error> {
-    init()?;
-    let fd = fd()?;
-    let mut a = ALLOC.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(off) = a.kept.as_mut().and_then(|f| f.get_mut(&len)).and_then(Vec::pop) {
-        a.kept_bytes -= len;
-        return Ok(off);
-    }
-    if let Some(off) = a.punched.as_mut().and_then(|f| f.get_mut(&len)).and_then(Vec::pop) {
-        return Ok(off);
-    }
-    let off = a.next;
-    if off + len > a.size {
-        let size = (off + len).max(a.size + GROW_BY);
-        sys::ftruncate(&BorrowedRaw(fd), size).map_err(|e| Error::MapFailed {
-            bytes: len as usize,
-            source: e,
-        })?;
-        a.size = size;
-    }
-    a.next = off + len;
-    Ok(off)
-}
-
-/// Return a range the caller has wiped; its offset is kept for reuse. Its
-/// pages stay allocated (holding zeros) while fewer than `KEEP_FREED` bytes
-/// are kept that way; past that they are punched out of the file.
-pub(crate) fn free(off: u64, len: u64) {
-    let Ok(fd) = fd() else { return };
-    let mut a = ALLOC.lock().unwrap_or_else(|p| p.into_inner());
-    if a.kept_bytes + len <= KEEP_FREED {
-        a.kept_bytes += len;
-        a.kept.get_or_insert_with(HashMap::new).entry(len).or_default().push(off);
-        return;
-    }
-    drop(a);
-    // Punching frees the page frames; failure only costs memory until exit.
-    let _ = sys::punch_hole(fd, off, len);
-    let mut a = ALLOC.lock().unwrap_or_else(|p| p.into_inner());
-    a.punched.get_or_insert_with(HashMap::new).entry(len).or_default().push(off);
-}
-
-/// Called only from the at-fork child handler: forget and close the
-/// descriptor so the child cannot read the parent's secrets through it.
-pub(crate) fn close_in_fork_child() {
-    let fd = FD.swap(-1, Ordering::AcqRel);
-    if fd >= 0 {
-        sys::close_raw(fd);
+/// Called only from the at-fork child handler: close the descriptors of the
+/// stores of earlier generations so the child cannot read the parent's
+/// secrets through them. Only atomic loads, swaps and `close`.
+pub(crate) fn close_in_fork_child(new_generation: u64) {
+    for slot in STORES.iter().take(new_generation as usize) {
+        if let Some(Ok(store)) = slot.get() {
+            let fd = store.fd.swap(-1, Ordering::AcqRel);
+            if fd >= 0 {
+                sys::close_raw(fd);
+            }
+        }
     }
 }
 
-/// The store's descriptor, if open in this process (test hook).
+/// The current store's descriptor, if open (test hook).
 #[cfg(feature = "test-hooks")]
 pub(crate) fn raw_fd_for_tests() -> Option<RawFd> {
-    let fd = FD.load(Ordering::Acquire);
-    (fd >= 0).then_some(fd)
+    let slot = STORES.get(fork::generation() as usize)?;
+    match slot.get() {
+        Some(Ok(store)) => store.fd().ok(),
+        _ => None,
+    }
 }
 
-struct BorrowedRaw(RawFd);
-impl std::os::fd::AsRawFd for BorrowedRaw {
+struct RawDescriptor(RawFd);
+impl AsRawFd for RawDescriptor {
     fn as_raw_fd(&self) -> RawFd {
         self.0
     }

@@ -33,7 +33,8 @@ use super::sys::{self, Advice, Prot};
 use crate::access::{Entered, Window};
 use crate::budget::{self, LockPolicy};
 use crate::error::Error;
-use crate::{fork, metrics, store};
+use crate::store::{self, Store};
+use crate::{fork, metrics};
 
 /// Which memory backs a region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +61,8 @@ pub(crate) struct Region {
     data: *mut u8,
     data_len: usize,
     backing: BackingKind,
-    /// Offset of the data pages in the memory file (`Memfd` only).
+    /// The memory file and the offset of the data pages in it (`Memfd` only).
+    store: Option<&'static Store>,
     file_off: u64,
     /// Bytes counted in the locked-memory budget.
     counted: u64,
@@ -132,6 +134,7 @@ impl Region {
             data: std::ptr::null_mut(),
             data_len,
             backing: spec.backing,
+            store: None,
             file_off: 0,
             counted,
             fork_gen: fork::generation(),
@@ -198,8 +201,10 @@ impl Region {
                 }
             }
             BackingKind::Memfd => {
-                self.file_off = store::alloc(data_len as u64)?;
-                let fd = store::fd()?;
+                let store = store::current()?;
+                self.file_off = store.alloc(data_len as u64)?;
+                self.store = Some(store);
+                let fd = store.fd()?;
                 let at = guard.then_some(self.data);
                 // SAFETY: a fixed target is the data part of our own reservation.
                 let p = unsafe { sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off) };
@@ -210,8 +215,8 @@ impl Region {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        store::free(self.file_off, data_len as u64);
-                        self.file_off = u64::MAX;
+                        store.free(self.file_off, data_len as u64);
+                        self.store = None;
                         return Err(map_err(data_len)(e));
                     }
                 }
@@ -264,6 +269,14 @@ impl Region {
         self.data
     }
 
+    #[inline]
+    fn store_fd(&self) -> Result<std::os::fd::RawFd, Error> {
+        match self.store {
+            Some(store) => store.fd(),
+            None => Err(Error::Unsupported("not backed by the memory file".into())),
+        }
+    }
+
     /// Whether reads can go through `pread` on the memory file.
     pub(crate) fn can_copy(&self) -> bool {
         self.backing == BackingKind::Memfd
@@ -297,15 +310,13 @@ impl Region {
     /// kernel copy from the memory file; the mapping stays `PROT_NONE`.
     #[inline]
     pub(crate) fn copy_out(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
-        debug_assert!(self.can_copy());
-        let fd = store::fd()?;
+        let fd = self.store_fd()?;
         sys::pread_exact(fd, buf, self.file_off + off as u64).map_err(Error::AccessFailed)
     }
 
     /// Write `bytes` at `off` of the data pages through the memory file.
     pub(crate) fn write_in(&self, off: usize, bytes: &[u8]) -> Result<(), Error> {
-        debug_assert!(self.can_copy());
-        let fd = store::fd()?;
+        let fd = self.store_fd()?;
         sys::pwrite_all(fd, bytes, self.file_off + off as u64).map_err(Error::AccessFailed)
     }
 
@@ -367,7 +378,7 @@ impl Region {
         }
         if !self.base.is_null() {
             wiped = match self.backing {
-                BackingKind::Memfd if self.file_off != u64::MAX => self.zero_in(0, self.data_len),
+                BackingKind::Memfd if self.store.is_some() => self.zero_in(0, self.data_len),
                 _ => self.protect(Prot::ReadWrite).map(|()| {
                     // SAFETY: the pages were just made writable and the owner's
                     // gate guarantees no access is in flight.
@@ -379,8 +390,8 @@ impl Region {
             // munmap also unlocks, so no separate munlock call is made.
             // SAFETY: the whole mapping is ours and no reference into it remains.
             let _ = unsafe { sys::munmap(self.base, self.total) };
-            if self.backing == BackingKind::Memfd && self.file_off != u64::MAX {
-                store::free(self.file_off, self.data_len as u64);
+            if let Some(store) = self.store {
+                store.free(self.file_off, self.data_len as u64);
             }
         }
         if self.counted > 0 {

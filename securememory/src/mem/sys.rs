@@ -457,6 +457,44 @@ pub(crate) fn dumpable() -> Option<bool> {
     (r >= 0).then_some(r != 0)
 }
 
+/// Whether the calling thread has capability number `cap` in its effective
+/// set (the set the kernel checks for `mlock`), or `None` if it cannot tell.
+///
+/// # References
+/// - capget(2), `_LINUX_CAPABILITY_VERSION_3`
+pub(crate) fn thread_has_effective_cap(cap: u32) -> Option<bool> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: `header` and `data` are valid, correctly laid-out buffers for
+    // capget with version 3 (two data structs); pid 0 means this thread.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    let word = data.get((cap / 32) as usize)?;
+    Some(word.effective & (1 << (cap % 32)) != 0)
+}
+
 /// Register handlers that run around `fork(2)`.
 ///
 /// # References
