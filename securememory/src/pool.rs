@@ -98,7 +98,10 @@ impl Slot {
             // may have been held by a parent thread at the fork. Touch nothing.
             return Ok(());
         }
-        let wiped = self.chunk.region.zero_in(self.offset(), self.chunk.slot_size);
+        let wiped = self
+            .chunk
+            .region
+            .wipe_in(self.offset(), self.chunk.slot_size);
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::observe_slot_wiped(self);
         give_back(self.class, self.id, self.index);
@@ -157,7 +160,14 @@ fn take(class: usize, lock: LockPolicy) -> Result<Slot> {
     let hint = c.hint;
     let found = (0..n)
         .map(|i| (hint + i) % n)
-        .find(|&id| c.chunks[id].as_ref().is_some_and(|e| !e.free.is_empty()));
+        // A secret that must be locked never goes into an unlocked chunk
+        // (made for a `LockPolicy::AllowUnlocked` factory).
+        .find(|&id| {
+            c.chunks[id].as_ref().is_some_and(|e| {
+                !e.free.is_empty()
+                    && (lock == LockPolicy::AllowUnlocked || e.chunk.region.is_locked())
+            })
+        });
     let id = match found {
         Some(id) => id,
         None => new_chunk(&mut c, class, lock)?,

@@ -341,41 +341,49 @@ impl Secret {
             return Err(Error::CloseWithinAccess);
         }
         let released = self.gate.close(|| {
-            let canary_ok = self.canary_intact();
+            let canary = self.canary_intact();
             let wiped = match &self.storage {
                 Storage::Pages { region, .. } => region.release(),
                 Storage::Slot(slot) => slot.release(),
             };
             metrics::closed();
             tracing::debug!(len = self.len, backend = ?self.backend, "securememory: secret closed");
-            if !canary_ok {
-                metrics::canary_damaged();
-                tracing::error!("securememory: damaged canary in front of a guarded secret (out-of-bounds write)");
-                return Err(Error::CanaryDamaged);
+            match canary {
+                Ok(true) => wiped,
+                Ok(false) => {
+                    metrics::canary_damaged();
+                    tracing::error!("securememory: damaged canary in front of a guarded secret (out-of-bounds write)");
+                    Err(Error::CanaryDamaged)
+                }
+                // The canary could not be read (a failed protection change
+                // or copy): that error, not a false report of damage.
+                Err(e) => Err(e),
             }
-            wiped
         });
         released.unwrap_or(Ok(()))
     }
 
-    /// Compare the canary with the one written at creation.
-    fn canary_intact(&self) -> bool {
+    /// Compare the canary with the one written at creation: `Ok(false)` if
+    /// it was damaged, an error if it could not be read.
+    fn canary_intact(&self) -> Result<bool> {
         let Storage::Pages {
             region,
             off,
             canary: Some(expected),
         } = &self.storage
         else {
-            return true;
+            return Ok(true);
         };
-        if self.fork_gen != fork::generation() {
-            return true;
+        // In a fork child the memory is not ours; after a failed hide the
+        // pages (canary included) were wiped on purpose: nothing to check.
+        if self.fork_gen != fork::generation() || region.hide_failed() {
+            return Ok(true);
         }
         let mut now = [0u8; CANARY_LEN];
         let at = off - CANARY_LEN;
-        let read = region.read_at_rest(at, &mut now);
+        region.read_at_rest(at, &mut now)?;
         // Compare without an early exit.
-        read.is_ok() && now.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        Ok(now.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
     }
 
     #[cfg(feature = "test-hooks")]

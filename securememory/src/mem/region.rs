@@ -69,6 +69,8 @@ pub(crate) struct Region {
     /// Fork generation at creation: in a fork child the region is not ours.
     fork_gen: u64,
     released: AtomicBool,
+    /// Set when the pages could not be hidden after a window and were wiped.
+    hide_failed: AtomicBool,
 }
 
 // SAFETY: the raw pointers name a mapping this value owns exclusively; all
@@ -139,17 +141,19 @@ impl Region {
             counted,
             fork_gen: fork::generation(),
             released: AtomicBool::new(false),
+            hide_failed: AtomicBool::new(false),
         };
         region.map(spec.guard)?;
 
         if spec.backing != BackingKind::MemfdSecret && region.counted > 0 {
             // SAFETY: the data pages are the mapping just made and owned by `region`.
             if let Err(e) = unsafe { sys::mlock(region.data, data_len) } {
+                // Uncount first, so the report shows what was held before.
+                budget::release(region.counted);
+                region.counted = 0;
                 if spec.lock == LockPolicy::Require {
                     return Err(budget::lock_error(data_len as u64, e));
                 }
-                budget::release(region.counted);
-                region.counted = 0;
                 metrics::unlocked();
                 tracing::warn!(bytes = data_len, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)");
             }
@@ -234,6 +238,9 @@ impl Region {
                 .map_err(|e| match e.raw_os_error() {
                     // The kernel charges these pages to RLIMIT_MEMLOCK at mmap.
                     Some(libc::EAGAIN) | Some(libc::ENOMEM) | Some(libc::EPERM) => {
+                        // Uncount first, so the report shows what was held before.
+                        budget::release(self.counted);
+                        self.counted = 0;
                         budget::lock_error(data_len as u64, e)
                     }
                     _ => map_err(data_len)(e),
@@ -275,6 +282,16 @@ impl Region {
             Some(store) => store.fd(),
             None => Err(Error::Unsupported("not backed by the memory file".into())),
         }
+    }
+
+    /// Whether a failed [`hide`](Self::hide) wiped the pages.
+    pub(crate) fn hide_failed(&self) -> bool {
+        self.hide_failed.load(Ordering::Acquire)
+    }
+
+    /// Whether the data pages are locked in RAM (`memfd_secret` pages always are).
+    pub(crate) fn is_locked(&self) -> bool {
+        self.counted > 0 || self.backing == BackingKind::MemfdSecret
     }
 
     /// Whether reads can go through `pread` on the memory file.
@@ -320,6 +337,21 @@ impl Region {
         sys::pwrite_all(fd, bytes, self.file_off + off as u64).map_err(Error::AccessFailed)
     }
 
+    /// Zero `[off, off + len)` of the data pages (memory file only) at
+    /// release. If writing the zeros fails, punch the range out of the file
+    /// instead (it then reads as zeros: whole pages are freed, partial ones
+    /// zeroed), so no freed range that the file keeps for reuse holds a
+    /// secret; the write error is still reported.
+    pub(crate) fn wipe_in(&self, off: usize, len: usize) -> Result<(), Error> {
+        let r = self.zero_in(off, len);
+        if r.is_err() {
+            if let Ok(fd) = self.store_fd() {
+                let _ = sys::punch_hole(fd, self.file_off + off as u64, len as u64);
+            }
+        }
+        r
+    }
+
     /// Zero `[off, off + len)` of the data pages (memory file only).
     pub(crate) fn zero_in(&self, off: usize, len: usize) -> Result<(), Error> {
         const ZEROS: [u8; 4096] = [0; 4096];
@@ -351,6 +383,7 @@ impl Region {
     pub(crate) fn hide(&self) -> Result<(), Error> {
         let r = self.protect(Prot::None);
         if r.is_err() {
+            self.hide_failed.store(true, Ordering::Release);
             if self.protect(Prot::ReadWrite).is_ok() {
                 // SAFETY: the pages were just made writable; no window is
                 // open (the gate calls this with no reader inside).
@@ -378,7 +411,7 @@ impl Region {
         }
         if !self.base.is_null() {
             wiped = match self.backing {
-                BackingKind::Memfd if self.store.is_some() => self.zero_in(0, self.data_len),
+                BackingKind::Memfd if self.store.is_some() => self.wipe_in(0, self.data_len),
                 _ => self.protect(Prot::ReadWrite).map(|()| {
                     // SAFETY: the pages were just made writable and the owner's
                     // gate guarantees no access is in flight.
