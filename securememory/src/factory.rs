@@ -214,6 +214,15 @@ impl ProtectedFactory {
                 reason: "too large to map",
             });
         }
+        // Locked memory cannot be swapped out: a request past the machine's
+        // RAM could only end with the OOM killer (with CAP_IPC_LOCK, no
+        // memlock limit stops it first).
+        if sys::physical_memory().is_some_and(|ram| len as u64 > ram) {
+            return Err(Error::InvalidSize {
+                size: len,
+                reason: "larger than the machine's physical memory",
+            });
+        }
         let opts = self.opts;
         let started = Instant::now();
         let storage = if opts.layout == Layout::Pooled && len <= pool::MAX_SLOT {

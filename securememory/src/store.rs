@@ -44,7 +44,7 @@ pub(crate) struct Store {
     alloc: Mutex<PageAlloc>,
 }
 
-static STORES: [OnceLock<Result<Store, String>>; GENERATIONS] = [const { OnceLock::new() }; GENERATIONS];
+static STORES: [OnceLock<Store>; GENERATIONS] = [const { OnceLock::new() }; GENERATIONS];
 
 #[derive(Default)]
 struct PageAlloc {
@@ -78,9 +78,23 @@ pub(crate) fn current() -> Result<&'static Store, Error> {
     let slot = STORES.get(generation).ok_or_else(|| {
         Error::Unsupported(format!("memfd backend: fork chain deeper than {GENERATIONS} processes"))
     })?;
-    match slot.get_or_init(open) {
-        Ok(store) => Ok(store),
-        Err(why) => Err(Error::Unsupported(format!("memfd backend unavailable: {why}"))),
+    if let Some(store) = slot.get() {
+        return Ok(store);
+    }
+    // A failure is not cached: a transient one (EMFILE, say) must not
+    // disable the backend for the life of the process. Two threads may both
+    // open a file here; the loser's is closed when it drops.
+    let store = open().map_err(|why| Error::Unsupported(format!("memfd backend unavailable: {why}")))?;
+    let _ = slot.set(store);
+    Ok(slot.get().expect("set just above"))
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let fd = self.fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            sys::close_raw(fd);
+        }
     }
 }
 
@@ -144,7 +158,7 @@ impl Store {
 /// secrets through them. Only atomic loads, swaps and `close`.
 pub(crate) fn close_in_fork_child(new_generation: u64) {
     for slot in STORES.iter().take(new_generation as usize) {
-        if let Some(Ok(store)) = slot.get() {
+        if let Some(store) = slot.get() {
             let fd = store.fd.swap(-1, Ordering::AcqRel);
             if fd >= 0 {
                 sys::close_raw(fd);
@@ -157,10 +171,7 @@ pub(crate) fn close_in_fork_child(new_generation: u64) {
 #[cfg(feature = "test-hooks")]
 pub(crate) fn raw_fd_for_tests() -> Option<RawFd> {
     let slot = STORES.get(fork::generation() as usize)?;
-    match slot.get() {
-        Some(Ok(store)) => store.fd().ok(),
-        _ => None,
-    }
+    slot.get().and_then(|store| store.fd().ok())
 }
 
 struct RawDescriptor(RawFd);

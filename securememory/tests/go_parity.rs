@@ -277,11 +277,9 @@ fn size_zero_is_invalid() {
 child_test! {
     /// Go: an impossible size is an error, and leaves nothing behind. Sizes
     /// past `isize::MAX / 4` are refused before any system call
-    /// (`InvalidSize`); sizes the check lets through but no address space
-    /// can hold fail at `mmap` (`MapFailed`), except a `memfd_secret` page
-    /// mapping, whose `ENOMEM` the library reads as the kernel's memlock
-    /// charge (`LockFailed`). Without `CAP_IPC_LOCK` the library's own
-    /// memlock budget refuses first (`LockFailed`).
+    /// (`InvalidSize`), and so are sizes past the machine's physical memory.
+    /// Without `CAP_IPC_LOCK`, a size within RAM but past the memlock limit
+    /// is refused by the library's own budget (`LockFailed`).
     fn impossible_sizes_are_typed_errors() {
         let cap = system::report().cap_ipc_lock;
         for cfg in all() {
@@ -297,24 +295,28 @@ child_test! {
                     r.map(|s| s.len())
                 );
             }
-            // Past the 47-bit user address space, within the size check.
-            for size in [isize::MAX as usize / 4, 1usize << 50] {
+            // Past the machine's physical memory: locked memory cannot be
+            // swapped, so the library refuses before mmap (with CAP_IPC_LOCK
+            // no memlock limit would stop it, and the OOM killer would).
+            for size in [isize::MAX as usize / 4, 1usize << 50, 1usize << 40] {
                 // Twice: a failure must not poison the next attempt.
                 for _ in 0..2 {
                     let r = f.create_random(size);
                     let e = r.err().unwrap_or_else(|| panic!("{}: {size} bytes were granted", cfg.name));
-                    let lock = !cap || (cfg.backend() == Backend::MemfdSecret && !cfg.is_guarded());
-                    if lock {
-                        assert!(matches!(e, Error::LockFailed { .. }), "{} size {size}: {e:?}", cfg.name);
-                    } else {
-                        assert!(
-                            matches!(&e, Error::MapFailed { bytes, .. } if *bytes >= size),
-                            "{} size {size}: {e:?}",
-                            cfg.name
-                        );
-                    }
+                    assert!(
+                        matches!(&e, Error::InvalidSize { size: s, reason } if *s == size && reason.contains("physical memory")),
+                        "{} size {size}: {e:?}",
+                        cfg.name
+                    );
                     base.assert_unchanged(&format!("{}: failed creation of {size} bytes", cfg.name));
                 }
+            }
+            // Within RAM but past the memlock limit (without CAP_IPC_LOCK):
+            // the library's budget refuses first.
+            if !cap {
+                let r = f.create_random(1 << 30);
+                assert!(matches!(r, Err(Error::LockFailed { .. })), "{}: {:?}", cfg.name, r.map(|s| s.len()));
+                base.assert_unchanged(&format!("{}: 1 GiB refused by the budget", cfg.name));
             }
             // And the factory still works.
             let s = f.new(&mut pattern(32, 1)).unwrap();

@@ -52,6 +52,16 @@ pub(crate) fn page_size() -> usize {
     })
 }
 
+/// Bytes of physical memory in the machine, if the kernel says.
+///
+/// # References
+/// - sysconf(3), `_SC_PHYS_PAGES`
+pub(crate) fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    (pages > 0).then(|| pages as u64 * page_size() as u64)
+}
+
 /// Map `len` bytes of fresh private anonymous memory.
 ///
 /// # References
