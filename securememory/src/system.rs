@@ -128,5 +128,6 @@ pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> 
 /// If the page cannot be mapped, locked or protected (the memlock limit
 /// leaves no room for one page).
 pub fn mprotect_floor(iterations: u64) -> std::time::Duration {
-    crate::mem::floor::measure(iterations).unwrap_or_else(|e| panic!("securememory: mprotect floor page failed: {e}"))
+    crate::mem::floor::measure(iterations)
+        .unwrap_or_else(|e| panic!("securememory: mprotect floor page failed: {e}"))
 }

@@ -1,0 +1,123 @@
+//! `securememory bench`: Asherah Go's benchmark set for every implementation,
+//! each row in a one-thread form and a form with one thread per core sharing
+//! one secret, beside the kernel floor measured in the same run, plus the
+//! capacity of a process without `CAP_IPC_LOCK`.
+//!
+//! The parts, one job each:
+//! - [`impls`]: the implementations compared (factories).
+//! - [`ops`]: the benchmark operations (what one op is for each row name).
+//! - [`measure`]: warm-up, time-boxed batches, medians; the parallel runner.
+//! - [`check`]: the at-rest check after every row.
+//! - [`capacity`]: the capacity child process and its parent side.
+//! - [`report`]: the table and the JSON object.
+
+mod capacity;
+mod check;
+mod impls;
+mod measure;
+mod ops;
+mod report;
+
+use std::error::Error;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use securememory::SecretFactory;
+
+pub use capacity::{capacity_child, CapacityArgs};
+
+use capacity::CapLayout;
+use measure::Plan;
+use ops::Op;
+use report::{Header, Report, Row};
+
+/// Options of `securememory bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Short batches: the whole run (capacity included) in under 30 seconds,
+    /// with rougher figures.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print one JSON object on stdout instead of the table (progress and
+    /// notes go to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run the benchmark and print the table (or the JSON object).
+pub fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
+    let started = Instant::now();
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut notes = Vec::new();
+    let impls = impls::available(&mut notes)?;
+    let thread_forms: Vec<usize> = if cores > 1 { vec![1, cores] } else { vec![1] };
+    if cores == 1 {
+        notes.push(
+            "only one CPU: the parallel form is the one-thread form and is not repeated".into(),
+        );
+    }
+
+    let total = (impls.len() * Op::ALL.len() * thread_forms.len() + 2) as u64;
+    let pb = progress_bar(total);
+    for n in &notes {
+        pb.suspend(|| eprintln!("NOTE: {n}"));
+    }
+
+    let mut floor_samples = vec![measure::floor_sample(&plan)];
+    let mut rows = Vec::new();
+    for imp in &impls {
+        let secret = imp.factory.new(&mut ops::KEY.clone())?;
+        for op in Op::ALL {
+            for &threads in &thread_forms {
+                pb.set_message(format!("{} {} x{threads}", op.name(), imp.name));
+                let ns = measure::ns_per_op(threads, &plan, &|iters| {
+                    op.run(&imp.factory, &secret, iters)
+                })
+                .map_err(|e| {
+                    format!(
+                        "row {} / {} / {threads} threads failed: {e}",
+                        op.name(),
+                        imp.name
+                    )
+                })?;
+                check::row(op, imp, &secret)?;
+                rows.push(Row::new(op.name(), imp.name, threads, &secret, ns));
+                pb.inc(1);
+            }
+            floor_samples.push(measure::floor_sample(&plan));
+        }
+        secret.close()?;
+    }
+
+    pb.set_message("capacity: pooled 32-byte secrets without CAP_IPC_LOCK");
+    let pooled = capacity::measure(CapLayout::Pooled, capacity::MAX_HELD)?;
+    pb.inc(1);
+    pb.set_message("capacity: one-page 32-byte secrets without CAP_IPC_LOCK");
+    let page = capacity::measure(CapLayout::Page, capacity::MAX_HELD)?;
+    pb.inc(1);
+    pb.finish_and_clear();
+
+    let header = Header::collect(&plan, cores, &floor_samples, started.elapsed());
+    let report = Report::new(header, rows, pooled, page, notes);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// A bar on stderr; indicatif draws nothing when stderr is not a terminal.
+fn progress_bar(total: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb
+}

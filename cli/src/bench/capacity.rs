@@ -1,0 +1,181 @@
+//! Capacity: how many 32-byte secrets one process without `CAP_IPC_LOCK`
+//! holds at once under the machine's memlock limit.
+//!
+//! The parent re-executes this binary with the hidden `capacity-child`
+//! subcommand. The child drops `CAP_IPC_LOCK` from its effective and
+//! permitted sets before it creates anything, keeps `RLIMIT_MEMLOCK` as it
+//! is, creates 32-byte secrets (each with distinct bytes) until one fails or
+//! [`MAX_HELD`] are held, reads every one back through `with_bytes`, checks
+//! a sample of them is not readable at rest, and prints one JSON line.
+
+use std::error::Error;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use caps::{CapSet, Capability};
+use securememory::{Layout, Options, ProtectedFactory, Secret, SecretFactory};
+use serde::{Deserialize, Serialize};
+
+/// Stop counting here.
+pub const MAX_HELD: u64 = 1_000_000;
+
+/// Secrets checked for at-rest protection (spread evenly over those held).
+const AT_REST_SAMPLE: usize = 200;
+
+/// Which layout the child fills memory with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapLayout {
+    /// `Layout::Pooled`: slots in shared locked pages.
+    Pooled,
+    /// `Layout::Page`: one locked page per secret (Asherah Go's design).
+    Page,
+}
+
+impl CapLayout {
+    fn arg(self) -> &'static str {
+        match self {
+            CapLayout::Pooled => "pooled",
+            CapLayout::Page => "page",
+        }
+    }
+}
+
+/// Options of the hidden `capacity-child` subcommand.
+#[derive(clap::Args, Debug)]
+pub struct CapacityArgs {
+    /// The layout of the secrets.
+    #[arg(long, value_enum)]
+    pub layout: CapLayout,
+    /// Stop after holding this many.
+    #[arg(long, default_value_t = MAX_HELD)]
+    pub max: u64,
+}
+
+/// What the child found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Capacity {
+    pub layout: CapLayout,
+    /// Secrets held at once (each verified readable with its own bytes).
+    pub held: u64,
+    /// Secrets checked not readable at rest.
+    pub checked_at_rest: u64,
+    /// The error that stopped creation, if it stopped before the cap.
+    pub stopped_by: Option<String>,
+    /// The child's `RLIMIT_MEMLOCK` soft limit (`None`: unlimited).
+    pub memlock_soft: Option<u64>,
+    /// Wall time of the child's work.
+    pub seconds: f64,
+}
+
+/// Distinct bytes for secret `i`: its index in the first 8 bytes, then a
+/// pattern derived from it.
+fn content(i: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&i.to_le_bytes());
+    for (j, x) in b[8..].iter_mut().enumerate() {
+        *x = (i.rotate_left(j as u32 * 3) as u8) ^ (j as u8).wrapping_mul(0x9d);
+    }
+    b
+}
+
+fn drop_ipc_lock() -> Result<(), Box<dyn Error>> {
+    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK)?;
+    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK)?;
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        if caps::has_cap(None, set, Capability::CAP_IPC_LOCK)? {
+            return Err(
+                format!("CAP_IPC_LOCK is still in the {set:?} set after dropping it").into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The child: see the module docs. Prints one JSON line on stdout.
+pub fn capacity_child(args: CapacityArgs) -> Result<(), Box<dyn Error>> {
+    drop_ipc_lock()?;
+    let report = securememory::system::report();
+    if report.cap_ipc_lock {
+        return Err("the library still sees CAP_IPC_LOCK after the drop".into());
+    }
+    let layout = match args.layout {
+        CapLayout::Pooled => Layout::Pooled,
+        CapLayout::Page => Layout::Page,
+    };
+    let factory = ProtectedFactory::new(Options::default().layout(layout))?;
+    let started = Instant::now();
+    // Give this thread its scratch buffer (the copy path reads into it)
+    // before the limit is reached, as any thread that reads a secret has.
+    factory.new(&mut content(u64::MAX))?.with_bytes(|_| ())?;
+
+    let mut held: Vec<Secret> = Vec::new();
+    let mut stopped_by = None;
+    for i in 0..args.max {
+        match factory.new(&mut content(i)) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                stopped_by = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    for (i, s) in held.iter().enumerate() {
+        let want = content(i as u64);
+        if !s.with_bytes(|b| b == want)? {
+            return Err(format!("secret {i} of {} reads back wrong bytes", held.len()).into());
+        }
+    }
+    let step = (held.len() / AT_REST_SAMPLE).max(1);
+    let mut checked = 0;
+    for (i, s) in held.iter().enumerate().step_by(step) {
+        if s.is_readable_now()? {
+            return Err(format!(
+                "GUARANTEE BROKEN: secret {i} of {} is readable at rest",
+                held.len()
+            )
+            .into());
+        }
+        checked += 1;
+    }
+    let result = Capacity {
+        layout: args.layout,
+        held: held.len() as u64,
+        checked_at_rest: checked,
+        stopped_by,
+        memlock_soft: report.memlock_soft,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+/// The parent: run the child for `layout` and read its result.
+pub fn measure(layout: CapLayout, max: u64) -> Result<Capacity, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("capacity: cannot find this executable: {e}"))?;
+    let out = Command::new(exe)
+        .args([
+            "capacity-child",
+            "--layout",
+            layout.arg(),
+            "--max",
+            &max.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("capacity: cannot start the child: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "capacity child ({}) failed ({}): {}",
+            layout.arg(),
+            out.status,
+            stderr.trim()
+        ));
+    }
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line)
+        .map_err(|e| format!("capacity child ({}) printed {line:?}: {e}", layout.arg()))
+}

@@ -1,0 +1,48 @@
+//! The implementations compared, by the name each row reports in `"impl"`.
+
+use securememory::{Backend, Layout, Options, ProtectedFactory};
+
+/// One implementation: a name and the factory that makes its secrets.
+pub struct Impl {
+    pub name: &'static str,
+    pub factory: ProtectedFactory,
+}
+
+fn with(name: &'static str, opts: Options) -> Result<Impl, String> {
+    let factory =
+        ProtectedFactory::new(opts).map_err(|e| format!("cannot make the {name} factory: {e}"))?;
+    Ok(Impl { name, factory })
+}
+
+/// Every implementation this machine can run, in table order:
+/// - `protected`: `ProtectedFactory::default()` (memfd, one page per secret, copy path);
+/// - `guarded`: guard pages and a canary (`Layout::Guarded`);
+/// - `pooled`: small secrets packed into shared pages (`Layout::Pooled`);
+/// - `anonymous-window`: a reference, Asherah Go's exact design (private
+///   anonymous pages, an `mprotect` window per access);
+/// - `memfd_secret`: a reference, `memfd_secret` pages read through a
+///   window, where the kernel allows it (a note says so otherwise).
+pub fn available(notes: &mut Vec<String>) -> Result<Vec<Impl>, String> {
+    let mut impls = vec![
+        Impl {
+            name: "protected",
+            factory: ProtectedFactory::default(),
+        },
+        with("guarded", Options::default().layout(Layout::Guarded))?,
+        with("pooled", Options::default().layout(Layout::Pooled))?,
+        with(
+            "anonymous-window",
+            Options::default().backend(Backend::Anonymous),
+        )?,
+    ];
+    match securememory::memfd_secret_status() {
+        Ok(()) => impls.push(with(
+            "memfd_secret",
+            Options::default().backend(Backend::MemfdSecret),
+        )?),
+        Err(why) => notes.push(format!(
+            "!!! memfd_secret rows SKIPPED: memfd_secret is not available here: {why}"
+        )),
+    }
+    Ok(impls)
+}

@@ -1,0 +1,144 @@
+//! The benchmark operations: what one op is for each row name (Asherah Go's
+//! benchmark set). Every op runs `iters` times on the calling thread; the
+//! parallel form calls the same function on every thread at once.
+
+use std::hint::black_box;
+use std::io::Read;
+
+use securememory::{Error, ProtectedFactory, Secret, SecretFactory};
+
+/// The 32 bytes every benchmark secret holds.
+pub const KEY: [u8; 32] = *b"0123456789abcdef0123456789ABCDEF";
+
+/// The bytes of one `reader_read` call (Go's benchmark reads 4 at a time).
+const SMALL_READ: usize = 4;
+
+/// One benchmark row name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    WithBytes,
+    WithBytesFunc,
+    ReaderReadAll,
+    ReaderReadFull,
+    ReaderRead,
+    NewClose,
+    CreateRandomClose,
+}
+
+impl Op {
+    /// Every row, in table order.
+    pub const ALL: [Op; 7] = [
+        Op::WithBytes,
+        Op::WithBytesFunc,
+        Op::ReaderReadAll,
+        Op::ReaderReadFull,
+        Op::ReaderRead,
+        Op::NewClose,
+        Op::CreateRandomClose,
+    ];
+
+    /// The row's name (the same in the table, the JSON and `cargo bench`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::WithBytes => "with_bytes",
+            Op::WithBytesFunc => "with_bytes_func",
+            Op::ReaderReadAll => "reader_read_all",
+            Op::ReaderReadFull => "reader_read_full",
+            Op::ReaderRead => "reader_read",
+            Op::NewClose => "new_close",
+            Op::CreateRandomClose => "create_random_close",
+        }
+    }
+
+    /// Whether one op creates (and closes) a secret of its own.
+    pub fn creates(self) -> bool {
+        matches!(self, Op::NewClose | Op::CreateRandomClose)
+    }
+
+    /// Make one 32-byte secret the way this row does (for the at-rest check).
+    pub fn create_one(self, factory: &ProtectedFactory) -> Result<Secret, Error> {
+        match self {
+            Op::CreateRandomClose => factory.create_random(KEY.len()),
+            _ => factory.new(&mut KEY.clone()),
+        }
+    }
+
+    /// Run `iters` ops. Access rows use the shared `secret`; creation rows
+    /// make and close 32-byte secrets of their own with `factory`.
+    pub fn run(
+        self,
+        factory: &ProtectedFactory,
+        secret: &Secret,
+        iters: u64,
+    ) -> Result<(), String> {
+        self.run_inner(factory, secret, iters)
+            .map_err(|e| e.to_string())
+    }
+
+    fn run_inner(
+        self,
+        factory: &ProtectedFactory,
+        secret: &Secret,
+        iters: u64,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        match self {
+            Op::WithBytes => {
+                for _ in 0..iters {
+                    secret.with_bytes(|b| black_box(read32(b)))?;
+                }
+            }
+            Op::WithBytesFunc => {
+                for _ in 0..iters {
+                    secret.with_bytes_func(|b| Ok::<_, Error>(black_box(read32(b))))?;
+                }
+            }
+            Op::ReaderReadAll => {
+                // Reused and reserved up front: no allocation per op.
+                let mut out = Vec::with_capacity(2 * KEY.len());
+                for _ in 0..iters {
+                    out.clear();
+                    secret.reader().read_to_end(&mut out)?;
+                    black_box(&out);
+                }
+            }
+            Op::ReaderReadFull => {
+                let mut out = [0u8; 32];
+                for _ in 0..iters {
+                    secret.reader().read_exact(&mut out)?;
+                    black_box(&out);
+                }
+            }
+            Op::ReaderRead => {
+                let mut out = [0u8; SMALL_READ];
+                for _ in 0..iters {
+                    let mut r = secret.reader();
+                    while r.read(&mut out)? > 0 {
+                        black_box(&out);
+                    }
+                }
+            }
+            Op::NewClose => {
+                for _ in 0..iters {
+                    let mut bytes = KEY;
+                    factory.new(black_box(&mut bytes))?.close()?;
+                }
+            }
+            Op::CreateRandomClose => {
+                for _ in 0..iters {
+                    factory.create_random(KEY.len())?.close()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read 32 bytes of the secret (as the floor does), so that every row
+/// touches the bytes it was given.
+#[inline(always)]
+fn read32(b: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let n = b.len().min(32);
+    out[..n].copy_from_slice(&b[..n]);
+    out
+}

@@ -1,0 +1,90 @@
+//! The kernel floor of the benchmark: what two protection changes around a
+//! 32-byte read cost on this machine, with nothing of the library in the way.
+//!
+//! One locked, private anonymous page, `PROT_NONE` at rest. Each iteration:
+//! `mprotect(PROT_READ)`, read 32 bytes (volatile, so the read happens),
+//! `mprotect(PROT_NONE)`. One thread. This is Asherah Go's access path
+//! reduced to its system calls; every benchmark row is reported as a ratio
+//! to it.
+//!
+//! The system calls are made directly (not through [`super::sys`]) so that
+//! test-only fault hooks never add to the floor.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::sys;
+
+/// Bytes read per iteration, the size of a typical key.
+const READ_LEN: usize = 32;
+
+/// The page: mapped, locked and `PROT_NONE`; unmapped on drop.
+struct FloorPage {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl FloorPage {
+    fn new() -> io::Result<FloorPage> {
+        let len = sys::page_size();
+        let ptr = sys::mmap_anonymous(len, sys::Prot::ReadWrite)?;
+        let page = FloorPage { ptr, len };
+        // SAFETY: `ptr` is the fresh read-write page mapped just above, owned
+        // by `page`; nothing else points into it.
+        unsafe {
+            std::ptr::write_bytes(page.ptr, 0xA5, page.len);
+            sys::mlock(page.ptr, page.len)?;
+            page.protect(libc::PROT_NONE)?;
+        }
+        Ok(page)
+    }
+
+    /// # Safety
+    /// No reference into the page may be live when access is taken away.
+    #[inline(always)]
+    unsafe fn protect(&self, prot: libc::c_int) -> io::Result<()> {
+        // SAFETY: the page is our own mapping of `len` bytes; the caller
+        // guarantees no reference into it outlives a loss of access.
+        if unsafe { libc::mprotect(self.ptr.cast(), self.len, prot) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// One iteration: open, read 32 bytes, close.
+    #[inline(always)]
+    fn access(&self) -> io::Result<()> {
+        // SAFETY: nothing points into the page; it is ours.
+        unsafe { self.protect(libc::PROT_READ) }?;
+        let mut out = [0u8; READ_LEN];
+        for (i, o) in out.iter_mut().enumerate() {
+            // SAFETY: `i < READ_LEN <= len` and the page is readable now.
+            *o = unsafe { std::ptr::read_volatile(self.ptr.add(i)) };
+        }
+        std::hint::black_box(out);
+        // SAFETY: the volatile reads above are done and no reference was made.
+        unsafe { self.protect(libc::PROT_NONE) }
+    }
+}
+
+impl Drop for FloorPage {
+    fn drop(&mut self) {
+        // SAFETY: the page is our own mapping and nothing points into it.
+        let _ = unsafe { sys::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Time `iterations` floor iterations (after a short warm-up) and return the
+/// total elapsed time of the timed iterations.
+pub(crate) fn measure(iterations: u64) -> io::Result<Duration> {
+    let page = FloorPage::new()?;
+    for _ in 0..iterations.min(64) {
+        page.access()?;
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        page.access()?;
+    }
+    Ok(started.elapsed())
+}
