@@ -193,6 +193,13 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
         backing: BackingKind::Memfd,
         lock,
     };
+    // Readers without a scratch buffer of their own borrow the shared one:
+    // reserve it before the pool can use up the locked-memory budget. If
+    // even that page cannot be locked, the chunk below will not be either
+    // (or is made unlocked on purpose): no reason to fail here.
+    if let Err(e) = scratch::reserve_shared() {
+        tracing::debug!(error = %e, "securememory: no shared scratch buffer");
+    }
     // A full chunk when it fits the locked-memory budget, else a small one
     // (asking first, so that a fallback is not counted as a refusal).
     let pages = if lock == LockPolicy::AllowUnlocked || crate::budget::fits((CHUNK_PAGES * page) as u64) {

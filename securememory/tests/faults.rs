@@ -385,6 +385,9 @@ child_test! {
     fn pooled_secret_that_requires_locking_never_lands_in_an_unlocked_chunk() {
         let cfg = all().into_iter().find(|c| c.is_pooled()).unwrap();
         let lax = ProtectedFactory::new(cfg.opts.lock(LockPolicy::AllowUnlocked)).unwrap();
+        // Let the pool make its shared scratch page first (in another size
+        // class), so the injected mlock failure hits the new chunk.
+        drop(cfg.factory().create_random(8).unwrap());
         fail_next(FaultOp::Mlock, 0, ENOMEM);
         let unlocked = lax.create_random(100).unwrap();
         clear_faults();
@@ -676,31 +679,27 @@ child_test! {
 
 child_test! {
     /// The per-thread scratch buffer failing to be made (its mmap, on a
-    /// thread's first copy-path access): the copy path falls back to the
-    /// window for pages of their own, and a pooled secret (never readable
-    /// in place) gets a typed error instead of its bytes; both stay usable
-    /// from a thread that has a scratch buffer.
-    fn scratch_failure_falls_back_to_the_window() {
+    /// thread's first copy-path access): the thread borrows the shared
+    /// fallback buffer the pool reserved, so every copy-path secret, pooled
+    /// ones included (never readable in place), still reads its exact bytes
+    /// without opening a window; nothing is readable at rest.
+    fn scratch_failure_falls_back_to_the_shared_buffer() {
         let cfgs = copy_configs();
         let secrets: Vec<Secret> = cfgs.iter().map(|c| create(&c.factory(), Ctor::New, 100).unwrap()).collect();
+        assert!(cfgs.iter().any(|c| c.is_pooled()), "a pooled secret reserves the shared buffer");
         let before = stats();
         std::thread::scope(|t| {
             t.spawn(|| {
                 fail_next(FaultOp::Mmap, 0, ENOMEM);
                 for (cfg, s) in cfgs.iter().zip(&secrets) {
                     let r = s.with_bytes(|b| b.to_vec());
-                    if cfg.is_pooled() {
-                        assert!(matches!(r, Err(Error::Unsupported(_))), "{}: {:?}", cfg.name, r.map(|v| v.len()));
-                    } else {
-                        assert_eq!(r.unwrap(), pattern(100, 5), "{}", cfg.name);
-                        assert!(!s.is_readable_now().unwrap(), "{}", cfg.name);
-                    }
+                    assert_eq!(r.unwrap(), pattern(100, 5), "{}", cfg.name);
+                    assert!(!s.is_readable_now().unwrap(), "{}", cfg.name);
                 }
                 clear_faults();
             });
         });
-        let windows = secrets.len() as u64 - cfgs.iter().filter(|c| c.is_pooled()).count() as u64;
-        assert_eq!(stats().protection_changes, before.protection_changes + 2 * windows, "window not used");
+        assert_eq!(stats().protection_changes, before.protection_changes, "a window was opened");
         assert_eq!(stats().in_use, before.in_use);
         for (cfg, s) in cfgs.iter().zip(&secrets) {
             assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), pattern(100, 5), "{}", cfg.name);
