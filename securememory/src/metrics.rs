@@ -104,10 +104,14 @@ pub(crate) fn pool_changed(pages_delta: i64, used_delta: i64, total_delta: i64) 
             a.fetch_sub((-d) as u64, Ordering::Relaxed) - (-d) as u64
         }
     }
-    let pages = add(&POOL_PAGES, pages_delta);
-    let used = add(&POOL_SLOTS_USED, used_delta);
-    let total = add(&POOL_SLOTS_TOTAL, total_delta);
-    metrics::gauge!("secret.pool.pages").set(pages as f64);
-    metrics::gauge!("secret.pool.slots.used").set(used as f64);
-    metrics::gauge!("secret.pool.slots.total").set(total as f64);
+    // Publish only what changed: a slot taken or given back touches one gauge.
+    if pages_delta != 0 {
+        metrics::gauge!("secret.pool.pages").set(add(&POOL_PAGES, pages_delta) as f64);
+    }
+    if used_delta != 0 {
+        metrics::gauge!("secret.pool.slots.used").set(add(&POOL_SLOTS_USED, used_delta) as f64);
+    }
+    if total_delta != 0 {
+        metrics::gauge!("secret.pool.slots.total").set(add(&POOL_SLOTS_TOTAL, total_delta) as f64);
+    }
 }

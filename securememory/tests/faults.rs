@@ -19,7 +19,7 @@
 //! | memfd: map the file range | Mmap #0 | Mmap #1 | Mmap #1 |
 //! | anonymous: data pages | Mmap #0 | ProtectRead #0 (to read-write) | - |
 //! | memfd_secret: create, size, map | MemfdSecret, Ftruncate, Mmap #0 | MemfdSecret, Ftruncate, Mmap #1 | - |
-//! | mlock (not memfd_secret) | Mlock #0 | Mlock #0 | Mlock #0 |
+//! | mlock (not memfd_secret; memfd locks in its mmap call with `MAP_LOCKED`, checked before it) | Mlock #0 | Mlock #0 | Mlock #0 |
 //! | MADV_DONTDUMP | Madvise #0 | Madvise #0 | Madvise #0 |
 //! | MADV_WIPEONFORK / MADV_DONTFORK | Madvise #1 | Madvise #1 | Madvise #1 |
 //! | fill (`create_random`) | Random #0 | Random #1 | Random #0 (in scratch) |

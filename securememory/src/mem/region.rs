@@ -68,6 +68,8 @@ pub(crate) struct Region {
     counted: u64,
     /// Fork generation at creation: in a fork child the region is not ours.
     fork_gen: u64,
+    /// What to do when locking is refused.
+    lock: LockPolicy,
     released: AtomicBool,
     /// Set when the pages could not be hidden after a window and were wiped.
     hide_failed: AtomicBool,
@@ -140,12 +142,13 @@ impl Region {
             file_off: 0,
             counted,
             fork_gen: fork::generation(),
+            lock: spec.lock,
             released: AtomicBool::new(false),
             hide_failed: AtomicBool::new(false),
         };
         region.map(spec.guard)?;
 
-        if spec.backing != BackingKind::MemfdSecret && region.counted > 0 {
+        if spec.backing == BackingKind::Anonymous && region.counted > 0 {
             // SAFETY: the data pages are the mapping just made and owned by `region`.
             if let Err(e) = unsafe { sys::mlock(region.data, data_len) } {
                 // Uncount first, so the report shows what was held before.
@@ -210,8 +213,32 @@ impl Region {
                 self.store = Some(store);
                 let fd = store.fd()?;
                 let at = guard.then_some(self.data);
-                // SAFETY: a fixed target is the data part of our own reservation.
-                let p = unsafe { sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off) };
+                // Locked in the same call when the budget counted it: the
+                // mapping is created VM_LOCKED and populated, so no `mlock`.
+                let p = if self.counted > 0 {
+                    // SAFETY: a fixed target is the data part of our own reservation.
+                    match unsafe { sys::mmap_shared_locked(at, data_len, Prot::ReadWrite, fd, self.file_off) } {
+                        Ok(p) => Ok(p),
+                        Err(sys::LockedMapError::Map(e)) => Err(e),
+                        Err(sys::LockedMapError::Lock(e)) => {
+                            // Uncount first, so the report shows what was held before.
+                            budget::release(self.counted);
+                            self.counted = 0;
+                            if self.lock == LockPolicy::Require {
+                                store.free(self.file_off, data_len as u64);
+                                self.store = None;
+                                return Err(budget::lock_error(data_len as u64, e));
+                            }
+                            metrics::unlocked();
+                            tracing::warn!(bytes = data_len, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)");
+                            // SAFETY: as above.
+                            unsafe { sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off) }
+                        }
+                    }
+                } else {
+                    // SAFETY: a fixed target is the data part of our own reservation.
+                    unsafe { sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off) }
+                };
                 match p {
                     Ok(p) if !guard => {
                         self.base = p;

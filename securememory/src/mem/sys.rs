@@ -57,9 +57,12 @@ pub(crate) fn page_size() -> usize {
 /// # References
 /// - sysconf(3), `_SC_PHYS_PAGES`
 pub(crate) fn physical_memory() -> Option<u64> {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
-    (pages > 0).then(|| pages as u64 * page_size() as u64)
+    static RAM: OnceLock<Option<u64>> = OnceLock::new();
+    *RAM.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+        (pages > 0).then(|| pages as u64 * page_size() as u64)
+    })
 }
 
 /// Map `len` bytes of fresh private anonymous memory.
@@ -103,10 +106,57 @@ pub(crate) unsafe fn mmap_shared(
     fd: RawFd,
     offset: u64,
 ) -> io::Result<*mut u8> {
+    // SAFETY: forwarded to the caller.
+    unsafe { mmap_shared_flags(at, len, prot, fd, offset, 0) }
+}
+
+/// Why [`mmap_shared_locked`] failed.
+#[derive(Debug)]
+pub(crate) enum LockedMapError {
+    /// The lock was refused (`EAGAIN`: past `RLIMIT_MEMLOCK`; `EPERM`).
+    Lock(io::Error),
+    /// The mapping itself failed.
+    Map(io::Error),
+}
+
+/// [`mmap_shared`], locked and populated at once (`MAP_LOCKED |
+/// MAP_POPULATE`): one system call instead of `mmap` then `mlock`.
+///
+/// # Safety
+/// As for [`mmap_shared`].
+///
+/// # References
+/// - mmap(2): `MAP_LOCKED`, `MAP_POPULATE`; `EAGAIN` when too much memory
+///   is locked
+pub(crate) unsafe fn mmap_shared_locked(
+    at: Option<*mut u8>,
+    len: usize,
+    prot: Prot,
+    fd: RawFd,
+    offset: u64,
+) -> Result<*mut u8, LockedMapError> {
+    fault::check(Op::Mlock).map_err(LockedMapError::Lock)?;
+    // SAFETY: forwarded to the caller.
+    unsafe { mmap_shared_flags(at, len, prot, fd, offset, libc::MAP_LOCKED | libc::MAP_POPULATE) }.map_err(|e| {
+        match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EPERM) => LockedMapError::Lock(e),
+            _ => LockedMapError::Map(e),
+        }
+    })
+}
+
+unsafe fn mmap_shared_flags(
+    at: Option<*mut u8>,
+    len: usize,
+    prot: Prot,
+    fd: RawFd,
+    offset: u64,
+    extra: libc::c_int,
+) -> io::Result<*mut u8> {
     fault::check(Op::Mmap)?;
     let (hint, fixed) = match at {
-        Some(p) => (p.cast(), libc::MAP_FIXED),
-        None => (std::ptr::null_mut(), 0),
+        Some(p) => (p.cast(), libc::MAP_FIXED | extra),
+        None => (std::ptr::null_mut(), extra),
     };
     // SAFETY: the caller guarantees a fixed target range is theirs to replace.
     let p = unsafe {
