@@ -1,6 +1,6 @@
 //! The access / close state machine of one secret. It knows nothing about
 //! pages: a [`Window`] is told when the first reader arrives (open) and when
-//! the last one leaves (close). Model-checked with loom (`tests/loom_access.rs`).
+//! the last one leaves (close). Model-checked with loom (`access_loom.rs`).
 //!
 //! One atomic word holds the whole state, in the manner of std's futex
 //! RwLock. Accesses that overlap one already in flight take a lock-free fast
@@ -95,8 +95,8 @@ impl Gate {
             return Err(crate::Error::Closed);
         }
         if s & OPEN == 0 {
-            // No reader can be inside: readers > 0 implies OPEN, and OPEN is
-            // only set here, under the mutex.
+            // No window reader can be inside: one inside implies OPEN, and
+            // OPEN is only set here, under the mutex (copy-path readers may be).
             w.open()?;
             self.state.fetch_or(OPEN, AcqRel);
         }
@@ -121,17 +121,24 @@ impl Gate {
     #[cold]
     fn leave_window_slow(&self, w: &impl Window) -> Result<(), crate::Error> {
         let _t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
-        let s = self.state.load(Acquire);
+        let mut s = self.state.load(Acquire);
         let mut result = Ok(());
-        // Another reader may have come in through the slow path since our
-        // decrement; then it owns the window now.
-        if s & READERS == 0 && s & OPEN != 0 {
-            result = w.close();
-            if result.is_err() {
-                // Readable and cannot be hidden: no one may enter again.
-                self.state.fetch_or(CLOSING, AcqRel);
+        // Another reader may have come in since our decrement; then it owns
+        // the window now. OPEN is cleared (only if still no reader) before the
+        // pages are hidden: a copy-path reader's count would otherwise let a
+        // window reader take the fast path into a window being closed.
+        while s & READERS == 0 && s & OPEN != 0 {
+            match self.state.compare_exchange(s, s & !OPEN, AcqRel, Acquire) {
+                Ok(_) => {
+                    result = w.close();
+                    if result.is_err() {
+                        // Readable and cannot be hidden: no one may enter again.
+                        self.state.fetch_or(CLOSING, AcqRel);
+                    }
+                    break;
+                }
+                Err(now) => s = now,
             }
-            self.state.fetch_and(!OPEN, AcqRel);
         }
         // Notifying under the mutex orders this wake-up after the closer's
         // check of the reader count, so the closer cannot miss it.
@@ -148,7 +155,9 @@ impl Gate {
     pub(crate) fn close<R>(&self, release: impl FnOnce() -> R) -> Option<R> {
         self.state.fetch_or(CLOSING, AcqRel);
         let mut t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
-        while self.state.load(Acquire) & READERS != 0 {
+        // Also wait while OPEN: the last reader has left the count but not
+        // yet hidden the window (it does so under the mutex, then notifies).
+        while self.state.load(Acquire) & (READERS | OPEN) != 0 {
             t = self.drained.wait(t).unwrap_or_else(|p| p.into_inner());
         }
         if self.state.load(Acquire) & CLOSED != 0 {

@@ -27,6 +27,8 @@ compile_error!(
 );
 
 mod access;
+#[cfg(all(test, loom))]
+mod access_loom;
 mod backend;
 mod budget;
 mod error;
