@@ -59,10 +59,7 @@ impl Gate {
             if s & CLOSING != 0 {
                 return Err(crate::Error::Closed);
             }
-            match self
-                .state
-                .compare_exchange_weak(s, s + 1, Acquire, Relaxed)
-            {
+            match self.state.compare_exchange_weak(s, s + 1, Acquire, Relaxed) {
                 Ok(_) => return Ok(Entered::new(self, w, false)),
                 Err(now) => s = now,
             }
@@ -71,14 +68,14 @@ impl Gate {
 
     /// Start an access through the window: open it if this is the first reader.
     #[inline]
-    pub(crate) fn enter_window<'a, W: Window>(&'a self, w: &'a W) -> Result<Entered<'a, W>, crate::Error> {
+    pub(crate) fn enter_window<'a, W: Window>(
+        &'a self,
+        w: &'a W,
+    ) -> Result<Entered<'a, W>, crate::Error> {
         let mut s = self.state.load(Relaxed);
         // Fast path: the window is open and another access holds it open.
         while s & CLOSING == 0 && s & OPEN != 0 && s & READERS != 0 {
-            match self
-                .state
-                .compare_exchange_weak(s, s + 1, Acquire, Relaxed)
-            {
+            match self.state.compare_exchange_weak(s, s + 1, Acquire, Relaxed) {
                 Ok(_) => return Ok(Entered::new(self, w, true)),
                 Err(now) => s = now,
             }

@@ -83,7 +83,9 @@ pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
     if counted.is_err() {
         return Err(lock_error(
             bytes,
-            io::Error::other("refused by securememory's locked-memory budget before asking the kernel"),
+            io::Error::other(
+                "refused by securememory's locked-memory budget before asking the kernel",
+            ),
         ));
     }
     metrics::locked_changed(locked_bytes());

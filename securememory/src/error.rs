@@ -120,7 +120,9 @@ pub enum Error {
 
     /// `close` was called from inside an access window of the same secret on
     /// the same thread; closing then would wait forever for itself.
-    #[error("close called from inside an access of the same secret; close it after the access returns")]
+    #[error(
+        "close called from inside an access of the same secret; close it after the access returns"
+    )]
     CloseWithinAccess,
 
     /// Accesses nested deeper than the library tracks on one thread.

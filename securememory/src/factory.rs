@@ -145,7 +145,9 @@ pub struct ProtectedFactory {
 impl Default for ProtectedFactory {
     fn default() -> Self {
         ProtectedFactory {
-            opts: Options::default().backend(Backend::Memfd).access(AccessPath::Copy),
+            opts: Options::default()
+                .backend(Backend::Memfd)
+                .access(AccessPath::Copy),
         }
     }
 }
@@ -262,7 +264,11 @@ impl ProtectedFactory {
             }
             src.fill(&mut data[off..off + len])
         })?;
-        Ok(Storage::Pages { region, off, canary })
+        Ok(Storage::Pages {
+            region,
+            off,
+            canary,
+        })
     }
 }
 

@@ -62,7 +62,8 @@ pub use secret::{AccessPath, Secret};
 /// # Errors
 /// [`Error::Unsupported`] if `setrlimit` refuses.
 pub fn disable_core_dumps() -> Result<()> {
-    mem::sys::disable_core_dumps().map_err(|e| Error::Unsupported(format!("setrlimit(RLIMIT_CORE, 0): {e}")))
+    mem::sys::disable_core_dumps()
+        .map_err(|e| Error::Unsupported(format!("setrlimit(RLIMIT_CORE, 0): {e}")))
 }
 
 /// The number of bytes of each thread's scratch buffer (the largest secret

@@ -147,7 +147,10 @@ pub(crate) fn create(len: usize, src: &mut Source<'_>, lock: LockPolicy) -> Resu
     };
     if let Err(e) = placed {
         // Wipe whatever part was written before giving the slot back.
-        let _ = slot.chunk.region.zero_in(slot.offset(), slot.chunk.slot_size);
+        let _ = slot
+            .chunk
+            .region
+            .zero_in(slot.offset(), slot.chunk.slot_size);
         give_back(slot.class, slot.id, slot.index);
         return Err(e);
     }
@@ -155,7 +158,9 @@ pub(crate) fn create(len: usize, src: &mut Source<'_>, lock: LockPolicy) -> Resu
 }
 
 fn take(class: usize, lock: LockPolicy) -> Result<Slot> {
-    let mut c = CLASSES_STATE[class].lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = CLASSES_STATE[class]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let n = c.chunks.len();
     let hint = c.hint;
     let found = (0..n)
@@ -202,11 +207,12 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
     }
     // A full chunk when it fits the locked-memory budget, else a small one
     // (asking first, so that a fallback is not counted as a refusal).
-    let pages = if lock == LockPolicy::AllowUnlocked || crate::budget::fits((CHUNK_PAGES * page) as u64) {
-        CHUNK_PAGES
-    } else {
-        SMALL_CHUNK_PAGES
-    };
+    let pages =
+        if lock == LockPolicy::AllowUnlocked || crate::budget::fits((CHUNK_PAGES * page) as u64) {
+            CHUNK_PAGES
+        } else {
+            SMALL_CHUNK_PAGES
+        };
     let region = Region::create(spec(pages), |_| Ok(()))?;
     let pages = region.data_len() / page;
     let slot_size = MIN_SLOT << class;
@@ -236,7 +242,9 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
 }
 
 fn give_back(class: usize, id: usize, index: u32) {
-    let mut c = CLASSES_STATE[class].lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = CLASSES_STATE[class]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let Some(e) = c.chunks[id].as_mut() else {
         return;
     };

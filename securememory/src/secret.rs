@@ -136,7 +136,12 @@ pub struct Secret {
 }
 
 impl Secret {
-    pub(crate) fn new(storage: Storage, len: usize, path: AccessPath, backend: crate::Backend) -> Secret {
+    pub(crate) fn new(
+        storage: Storage,
+        len: usize,
+        path: AccessPath,
+        backend: crate::Backend,
+    ) -> Secret {
         Secret {
             gate: Gate::new(),
             storage,
@@ -247,7 +252,8 @@ impl Secret {
     fn with_window<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let Storage::Pages { region, off, .. } = &self.storage else {
             return Err(Error::Unsupported(
-                "pooled secret cannot be read: this thread has no scratch buffer (memlock limit?)".into(),
+                "pooled secret cannot be read: this thread has no scratch buffer (memlock limit?)"
+                    .into(),
             ));
         };
         let w = self.window();
@@ -268,7 +274,10 @@ impl Secret {
     /// # Ok::<(), Error>(())
     /// ```
     #[inline]
-    pub fn with_bytes_func<T, E: From<Error>>(&self, action: impl FnOnce(&[u8]) -> Result<T, E>) -> Result<T, E> {
+    pub fn with_bytes_func<T, E: From<Error>>(
+        &self,
+        action: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.with_bytes(action)?
     }
 
@@ -383,7 +392,11 @@ impl Secret {
         let at = off - CANARY_LEN;
         region.read_at_rest(at, &mut now)?;
         // Compare without an early exit.
-        Ok(now.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+        Ok(now
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0)
     }
 
     #[cfg(feature = "test-hooks")]

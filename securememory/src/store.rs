@@ -76,7 +76,9 @@ pub(crate) fn current() -> Result<&'static Store, Error> {
     fork::install();
     let generation = fork::generation() as usize;
     let slot = STORES.get(generation).ok_or_else(|| {
-        Error::Unsupported(format!("memfd backend: fork chain deeper than {GENERATIONS} processes"))
+        Error::Unsupported(format!(
+            "memfd backend: fork chain deeper than {GENERATIONS} processes"
+        ))
     })?;
     if let Some(store) = slot.get() {
         return Ok(store);
@@ -84,7 +86,8 @@ pub(crate) fn current() -> Result<&'static Store, Error> {
     // A failure is not cached: a transient one (EMFILE, say) must not
     // disable the backend for the life of the process. Two threads may both
     // open a file here; the loser's is closed when it drops.
-    let store = open().map_err(|why| Error::Unsupported(format!("memfd backend unavailable: {why}")))?;
+    let store =
+        open().map_err(|why| Error::Unsupported(format!("memfd backend unavailable: {why}")))?;
     let _ = slot.set(store);
     Ok(slot.get().expect("set just above"))
 }

@@ -64,7 +64,9 @@ pub fn pool_slot_size(len: usize) -> Option<usize> {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Inspect this machine and process.
@@ -108,7 +110,8 @@ pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> 
         let Some((lo, hi)) = range.split_once('-') else {
             continue;
         };
-        let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) else {
+        let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        else {
             continue;
         };
         if lo < end && start < hi && perms.starts_with('r') {

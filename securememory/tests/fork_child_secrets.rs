@@ -14,12 +14,14 @@ fn fork_child_makes_secrets_of_its_own() {
     if let Some(role) = support_proc::role() {
         let cfg = support_proc::config(&role);
         let factory = ProtectedFactory::new(cfg.options()).expect("factory");
-        let parents = factory.new(&mut *b"parent's secret".to_vec()).expect("create");
+        let parents = factory
+            .new(&mut b"parent's secret".to_vec())
+            .expect("create");
         let status = support_proc::fork_and_wait(|| {
             if !matches!(parents.with_bytes(|_| ()), Err(Error::Forked)) {
                 return 2;
             }
-            let own = match factory.new(&mut *b"child's own secret".to_vec()) {
+            let own = match factory.new(&mut b"child's own secret".to_vec()) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("child could not create a secret: {e}");
@@ -38,8 +40,13 @@ fn fork_child_makes_secrets_of_its_own() {
             }
             0
         });
-        assert!(status.success(), "{}: child failed: {}", cfg.name, support_proc::describe(status));
-        assert_eq!(parents.with_bytes(|b| b == b"parent's secret").unwrap(), true);
+        assert!(
+            status.success(),
+            "{}: child failed: {}",
+            cfg.name,
+            support_proc::describe(status)
+        );
+        assert!(parents.with_bytes(|b| b == b"parent's secret").unwrap());
         support_proc::done();
         return;
     }
@@ -48,5 +55,8 @@ fn fork_child_makes_secrets_of_its_own() {
         let run = support_proc::reexec(TEST, cfg.name, &[]);
         run.assert_done(cfg.name);
     }
-    assert!(configs.len() >= 5, "too few configurations ran: {configs:?}");
+    assert!(
+        configs.len() >= 5,
+        "too few configurations ran: {configs:?}"
+    );
 }

@@ -122,7 +122,8 @@ impl Region {
         // Count the bytes before asking the kernel, so the error names the
         // limit rather than a bare ENOMEM.
         let mut counted = 0;
-        let wants_lock = spec.backing == BackingKind::MemfdSecret || spec.lock == LockPolicy::Require;
+        let wants_lock =
+            spec.backing == BackingKind::MemfdSecret || spec.lock == LockPolicy::Require;
         match budget::reserve(data_len as u64) {
             Ok(()) => counted = data_len as u64,
             Err(e) if wants_lock => return Err(e),
@@ -162,16 +163,19 @@ impl Region {
             }
         }
         // SAFETY: the whole range is the mapping owned by `region`.
-        unsafe { sys::madvise(region.base, total, Advice::DontDump) }.map_err(advise_err("MADV_DONTDUMP"))?;
+        unsafe { sys::madvise(region.base, total, Advice::DontDump) }
+            .map_err(advise_err("MADV_DONTDUMP"))?;
         let fork_advice = match spec.backing {
             BackingKind::Anonymous => Advice::WipeOnFork,
             _ => Advice::DontFork,
         };
         // SAFETY: the data pages are owned by `region`.
-        unsafe { sys::madvise(region.data, data_len, fork_advice) }.map_err(advise_err(match fork_advice {
-            Advice::WipeOnFork => "MADV_WIPEONFORK",
-            _ => "MADV_DONTFORK",
-        }))?;
+        unsafe { sys::madvise(region.data, data_len, fork_advice) }.map_err(advise_err(
+            match fork_advice {
+                Advice::WipeOnFork => "MADV_WIPEONFORK",
+                _ => "MADV_DONTFORK",
+            },
+        ))?;
 
         {
             // SAFETY: the data pages are mapped read-write (see `map`), owned
@@ -196,14 +200,15 @@ impl Region {
             BackingKind::Anonymous => {
                 if guard {
                     // SAFETY: the data pages are inside the reservation owned by self.
-                    unsafe { sys::mprotect(self.data, data_len, Prot::ReadWrite) }.map_err(|source| {
-                        Error::ProtectFailed {
+                    unsafe { sys::mprotect(self.data, data_len, Prot::ReadWrite) }.map_err(
+                        |source| Error::ProtectFailed {
                             to: "read-write",
                             source,
-                        }
-                    })?;
+                        },
+                    )?;
                 } else {
-                    self.base = sys::mmap_anonymous(data_len, Prot::ReadWrite).map_err(map_err(data_len))?;
+                    self.base = sys::mmap_anonymous(data_len, Prot::ReadWrite)
+                        .map_err(map_err(data_len))?;
                     self.data = self.base;
                 }
             }
@@ -217,7 +222,9 @@ impl Region {
                 // mapping is created VM_LOCKED and populated, so no `mlock`.
                 let p = if self.counted > 0 {
                     // SAFETY: a fixed target is the data part of our own reservation.
-                    match unsafe { sys::mmap_shared_locked(at, data_len, Prot::ReadWrite, fd, self.file_off) } {
+                    match unsafe {
+                        sys::mmap_shared_locked(at, data_len, Prot::ReadWrite, fd, self.file_off)
+                    } {
                         Ok(p) => Ok(p),
                         Err(sys::LockedMapError::Map(e)) => Err(e),
                         Err(sys::LockedMapError::Lock(e)) => {
@@ -232,7 +239,9 @@ impl Region {
                             metrics::unlocked();
                             tracing::warn!(bytes = data_len, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)");
                             // SAFETY: as above.
-                            unsafe { sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off) }
+                            unsafe {
+                                sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off)
+                            }
                         }
                     }
                 } else {
@@ -253,14 +262,19 @@ impl Region {
                 }
             }
             BackingKind::MemfdSecret => {
-                let fd = sys::memfd_secret().map_err(|e| {
-                    Error::Unsupported(format!("memfd_secret unavailable: {e}"))
-                })?;
+                let fd = sys::memfd_secret()
+                    .map_err(|e| Error::Unsupported(format!("memfd_secret unavailable: {e}")))?;
                 sys::ftruncate(&fd, data_len as u64).map_err(map_err(data_len))?;
                 let at = guard.then_some(self.data);
                 // SAFETY: a fixed target is the data part of our own reservation.
                 let p = unsafe {
-                    sys::mmap_shared(at, data_len, Prot::ReadWrite, std::os::fd::AsRawFd::as_raw_fd(&fd), 0)
+                    sys::mmap_shared(
+                        at,
+                        data_len,
+                        Prot::ReadWrite,
+                        std::os::fd::AsRawFd::as_raw_fd(&fd),
+                        0,
+                    )
                 }
                 .map_err(|e| match e.raw_os_error() {
                     // The kernel charges these pages to RLIMIT_MEMLOCK at mmap.
@@ -330,18 +344,25 @@ impl Region {
     pub(crate) fn protect(&self, prot: Prot) -> Result<(), Error> {
         // SAFETY: the data pages are ours; callers (the gate) ensure no
         // reference into them outlives a change to `None`.
-        unsafe { sys::mprotect(self.data, self.data_len, prot) }.map_err(|source| Error::ProtectFailed {
-            to: match prot {
-                Prot::None => "none",
-                Prot::Read => "read",
-                Prot::ReadWrite => "read-write",
-            },
-            source,
+        unsafe { sys::mprotect(self.data, self.data_len, prot) }.map_err(|source| {
+            Error::ProtectFailed {
+                to: match prot {
+                    Prot::None => "none",
+                    Prot::Read => "read",
+                    Prot::ReadWrite => "read-write",
+                },
+                source,
+            }
         })
     }
 
     /// The bytes `[off, off + len)` of the data pages while a window is open.
-    pub(crate) fn view<'a, W: Window>(&'a self, off: usize, len: usize, proof: &'a Entered<'a, W>) -> &'a [u8] {
+    pub(crate) fn view<'a, W: Window>(
+        &'a self,
+        off: usize,
+        len: usize,
+        proof: &'a Entered<'a, W>,
+    ) -> &'a [u8] {
         assert!(proof.through_window(), "view needs an open window");
         assert!(off.checked_add(len).is_some_and(|end| end <= self.data_len));
         // SAFETY: `proof` is a live window entry of this region's gate, so the
@@ -394,7 +415,9 @@ impl Region {
     /// Read `[off, off + buf.len())` while no access is in flight (at close):
     /// through the memory file, or by opening and closing the pages.
     pub(crate) fn read_at_rest(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
-        assert!(off.checked_add(buf.len()).is_some_and(|end| end <= self.data_len));
+        assert!(off
+            .checked_add(buf.len())
+            .is_some_and(|end| end <= self.data_len));
         if self.can_copy() {
             return self.copy_out(off, buf);
         }
@@ -416,7 +439,9 @@ impl Region {
                 // open (the gate calls this with no reader inside).
                 unsafe { sys::wipe(self.data, self.data_len) };
             }
-            tracing::error!("securememory: could not make a secret unreadable again; it was wiped and closed");
+            tracing::error!(
+                "securememory: could not make a secret unreadable again; it was wiped and closed"
+            );
         }
         r
     }

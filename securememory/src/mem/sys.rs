@@ -137,11 +137,19 @@ pub(crate) unsafe fn mmap_shared_locked(
 ) -> Result<*mut u8, LockedMapError> {
     fault::check(Op::Mlock).map_err(LockedMapError::Lock)?;
     // SAFETY: forwarded to the caller.
-    unsafe { mmap_shared_flags(at, len, prot, fd, offset, libc::MAP_LOCKED | libc::MAP_POPULATE) }.map_err(|e| {
-        match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::EPERM) => LockedMapError::Lock(e),
-            _ => LockedMapError::Map(e),
-        }
+    unsafe {
+        mmap_shared_flags(
+            at,
+            len,
+            prot,
+            fd,
+            offset,
+            libc::MAP_LOCKED | libc::MAP_POPULATE,
+        )
+    }
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::EPERM) => LockedMapError::Lock(e),
+        _ => LockedMapError::Map(e),
     })
 }
 
@@ -303,7 +311,8 @@ pub(crate) fn try_memfd_secret_page() -> Result<(), (&'static str, io::Error)> {
     let page = page_size();
     ftruncate(&fd, page as u64).map_err(|e| ("ftruncate", e))?;
     // SAFETY: no fixed address: the kernel picks a free range.
-    let p = unsafe { mmap_shared(None, page, Prot::ReadWrite, fd.as_raw_fd(), 0) }.map_err(|e| ("map", e))?;
+    let p = unsafe { mmap_shared(None, page, Prot::ReadWrite, fd.as_raw_fd(), 0) }
+        .map_err(|e| ("map", e))?;
     // SAFETY: `p` is the one-page mapping made just above; nothing points into it.
     let _ = unsafe { munmap(p, page) };
     Ok(())
@@ -547,7 +556,13 @@ pub(crate) fn thread_has_effective_cap(cap: u32) -> Option<bool> {
     }; 2];
     // SAFETY: `header` and `data` are valid, correctly laid-out buffers for
     // capget with version 3 (two data structs); pid 0 means this thread.
-    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
     if r != 0 {
         return None;
     }
