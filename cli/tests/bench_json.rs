@@ -9,12 +9,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "with_bytes",
     "with_bytes_func",
     "reader_read_all",
     "reader_read_full",
     "reader_read",
+    "reader_read_4b",
     "new_close",
     "create_random_close",
 ];
