@@ -27,18 +27,20 @@
 //! | pooled: place the bytes | - | - | Pwrite #0 |
 
 #[macro_use]
+mod common;
 mod support_parity;
 
 use std::io::{Cursor, Read};
 
+use common::configs::{all, copy_configs, Config};
+use common::procfs::{is_locked_at, perms_at};
+use common::rlimit::memlock;
 use securememory::test_hooks::{clear_faults, data_pages, fail_next, take_last_wiped, FaultOp};
 use securememory::{
     stats, system, Backend, Error, LockPolicy, ProtectedFactory, Secret, SecretFactory,
     POOL_MAX_SLOT,
 };
-use support_parity::{
-    all, copy_configs, is_locked_at, memlock_limits, pattern, perms_at, warm_up, Config, Footprint,
-};
+use support_parity::{pattern, warm_up, Footprint};
 
 use libc::{EACCES, EAGAIN, EINVAL, EIO, EMFILE, ENOMEM, ENOSPC, ENOSYS, EPERM};
 
@@ -310,7 +312,7 @@ child_test! {
     /// locked before, and whose message says how to raise the limit; the
     /// refusal is counted and nothing leaks.
     fn mlock_refusal_is_lock_failed_with_the_limits() {
-        let (soft, hard) = memlock_limits();
+        let (soft, hard) = memlock();
         for cfg in all() {
             let len = 100;
             warm_for_creation(&cfg, len);

@@ -2,22 +2,24 @@
 //! (its memory file is its own: the parent's descriptor is closed in the
 //! child), while the parent's secret stays `Error::Forked` there.
 
+mod common;
 mod support_proc;
 
+use common::child::{self, Child};
+use common::configs;
 use securememory::{Error, ProtectedFactory, SecretFactory};
-use support_proc::ALL;
+use support_proc::fork_and_wait;
 
 const TEST: &str = "fork_child_makes_secrets_of_its_own";
 
 #[test]
 fn fork_child_makes_secrets_of_its_own() {
-    if let Some(role) = support_proc::role() {
-        let cfg = support_proc::config(&role);
+    if let Some(cfg) = configs::child_config() {
         let factory = ProtectedFactory::new(cfg.options()).expect("factory");
         let parents = factory
             .new(&mut b"parent's secret".to_vec())
             .expect("create");
-        let status = support_proc::fork_and_wait(|| {
+        let status = fork_and_wait(|| {
             if !matches!(parents.with_bytes(|_| ()), Err(Error::Forked)) {
                 return 2;
             }
@@ -44,15 +46,15 @@ fn fork_child_makes_secrets_of_its_own() {
             status.success(),
             "{}: child failed: {}",
             cfg.name,
-            support_proc::describe(status)
+            child::describe(status)
         );
         assert!(parents.with_bytes(|b| b == b"parent's secret").unwrap());
-        support_proc::done();
+        child::done();
         return;
     }
-    let configs = support_proc::available(&ALL);
+    let configs = configs::default_path_configs();
     for cfg in &configs {
-        let run = support_proc::reexec(TEST, cfg.name, &[]);
+        let run = Child::new(TEST, cfg.name).run();
         run.assert_done(cfg.name);
     }
     assert!(

@@ -7,16 +7,18 @@
 //! else runs; the others run in parallel threads as usual.
 
 #[macro_use]
+mod common;
 mod support_parity;
 
 use std::io::{self, Cursor, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use common::configs::{all, Config};
 use proptest::prelude::*;
 use securememory::{
     stats, system, AccessPath, Backend, Error, ProtectedFactory, Secret, SecretFactory,
 };
-use support_parity::{all, assert_no_leak, pattern, warm_up, Config, Footprint, TOPSECRET};
+use support_parity::{assert_no_leak, pattern, warm_up, Footprint, TOPSECRET};
 
 /// Lengths around the slot, scratch-buffer (8 KiB) and page boundaries.
 const LENGTHS: [usize; 13] = [

@@ -14,15 +14,16 @@
 //! secret is (a given random 8-byte string turns up by chance in a core of
 //! a few MiB with probability ~2^-40).
 
-mod support_child;
+mod common;
 
 use std::ffi::c_void;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
+use common::child::Child;
+use common::configs::{self, Config};
 use securememory::SecretFactory;
-use support_child::Config;
 
 const TEST: &str = "secret_is_not_in_core_dump";
 const CONTROL_ENV: &str = "SECUREMEMORY_CORE_CONTROL";
@@ -64,7 +65,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn secret_is_not_in_core_dump() {
-    if let Some(config) = support_child::child_config() {
+    if let Some(config) = configs::child_config() {
         child(config);
         return;
     }
@@ -75,7 +76,7 @@ fn secret_is_not_in_core_dump() {
         return;
     }
     let control = random32();
-    for config in support_child::all() {
+    for config in configs::all() {
         let dir = std::env::temp_dir().join(format!(
             "securememory-core-{}-{}",
             std::process::id(),
@@ -93,13 +94,11 @@ fn secret_is_not_in_core_dump() {
 }
 
 fn check_one(config: &Config, dir: &Path, control: &[u8; 32]) {
-    let out = support_child::run_child(
-        TEST,
-        config.name,
-        Some(dir),
-        &[(CONTROL_ENV, &hex(control))],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = Child::new(TEST, config.name)
+        .dir(dir)
+        .env(CONTROL_ENV, &hex(control))
+        .run();
+    let stderr = &out.stderr;
     if stderr.contains(CANNOT_DUMP) {
         eprintln!(
             "SKIPPED: core dump test ({}): the child cannot dump core\n{stderr}",
@@ -111,20 +110,20 @@ fn check_one(config: &Config, dir: &Path, control: &[u8; 32]) {
         stderr.contains(ABORTING),
         "{}: the child did not get to abort\n{}",
         config.name,
-        support_child::describe(&out)
+        out.describe()
     );
     assert_eq!(
         out.status.signal(),
         Some(libc::SIGABRT),
         "{}\n{}",
         config.name,
-        support_child::describe(&out)
+        out.describe()
     );
     assert!(
         out.status.core_dumped(),
         "{}: no core dumped\n{}",
         config.name,
-        support_child::describe(&out)
+        out.describe()
     );
 
     let secret = std::fs::read(dir.join(SECRET_FILE)).expect("the secret the child wrote");

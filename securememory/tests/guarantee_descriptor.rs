@@ -9,6 +9,7 @@
 //!   control: with them (root), the same open succeeds, so the mode is what
 //!   blocks it.
 
+mod common;
 mod support_proc;
 
 use std::ffi::CString;
@@ -17,8 +18,11 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use caps::{CapSet, Capability};
+use common::child::{self, Child};
+use common::procfs::status_field;
 use securememory::test_hooks::store_fd;
 use securememory::{Error, ProtectedFactory, Secret, SecretFactory};
+use support_proc::fork_and_wait;
 
 /// Serialises spawning in this binary while the control's non-close-on-exec
 /// duplicate exists, so no other child inherits it.
@@ -94,9 +98,9 @@ fn store_fd_is_close_on_exec() {
 #[test]
 fn store_fd_is_closed_in_fork_child() {
     const TEST: &str = "store_fd_is_closed_in_fork_child";
-    if support_proc::role().is_some() {
+    if child::role().is_some() {
         let (secret, fd) = secret_and_fd();
-        let status = support_proc::fork_and_wait(|| {
+        let status = fork_and_wait(|| {
             // First thing in the child: the at-fork handler already ran.
             // SAFETY: F_GETFD reads the descriptor flags; no memory is passed.
             let rc = unsafe { libc::fcntl(fd, libc::F_GETFD) };
@@ -125,7 +129,7 @@ fn store_fd_is_closed_in_fork_child() {
             status.code(),
             Some(0),
             "fork child: {}",
-            support_proc::describe(status)
+            child::describe(status)
         );
         // The parent's descriptor and secret are untouched.
         assert_eq!(store_fd(), Some(fd));
@@ -136,11 +140,11 @@ fn store_fd_is_closed_in_fork_child() {
         println!(
             "store fd {fd} is closed in a fork child (EBADF) and access there is Error::Forked"
         );
-        support_proc::done();
+        child::done();
         return;
     }
     let _spawning = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
-    let run = support_proc::reexec(TEST, "fork", &[]);
+    let run = Child::new(TEST, "fork").run();
     run.assert_done(TEST);
     print!("{}", run.stdout);
 }
@@ -161,7 +165,7 @@ fn try_open(path: &str, flags: i32) -> io::Result<()> {
 #[test]
 fn store_fd_cannot_be_reopened_through_proc() {
     const TEST: &str = "store_fd_cannot_be_reopened_through_proc";
-    if support_proc::role().is_some() {
+    if child::role().is_some() {
         let (secret, fd) = secret_and_fd();
         // SAFETY: an all-zero `stat` is a valid out-buffer for fstat.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -196,11 +200,8 @@ fn store_fd_cannot_be_reopened_through_proc() {
         for cap in dac {
             caps::drop(None, CapSet::Effective, cap).unwrap();
         }
-        let eff = u64::from_str_radix(
-            &support_proc::status_field("/proc/thread-self/status", "CapEff"),
-            16,
-        )
-        .unwrap();
+        let eff =
+            u64::from_str_radix(&status_field("/proc/thread-self/status", "CapEff"), 16).unwrap();
         for cap in dac {
             assert_eq!(eff & (1 << cap.index()), 0, "{cap} still effective");
         }
@@ -220,11 +221,11 @@ fn store_fd_cannot_be_reopened_through_proc() {
             b"descriptor guarantee"
         );
         println!("reopening {} fails with EACCES without CAP_DAC_OVERRIDE/READ_SEARCH; succeeds with them", paths[0]);
-        support_proc::done();
+        child::done();
         return;
     }
     let _spawning = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
-    let run = support_proc::reexec(TEST, "reopen", &[]);
+    let run = Child::new(TEST, "reopen").run();
     run.assert_done(TEST);
     print!("{}", run.stdout);
 }

@@ -21,26 +21,30 @@
 //! forks again; that child's memory check must now fail (it sees the secret,
 //! or a mapping where there must be none).
 
+mod common;
 mod support_proc;
 
 use std::io::Read;
 
+use common::child::{self, Child};
+use common::configs::{self, Config};
+use common::procfs::{mapping_at, read_proc_mem};
 use securememory::test_hooks::{data_address, data_pages};
 use securememory::{Error, ProtectedFactory, Secret, SecretFactory};
-use support_proc::{Config, ALL};
+use support_proc::fork_and_wait;
 
 const TEST: &str = "fork_child_never_sees_a_secret";
 const SECRET: &[u8; 32] = b"fork-guarantee secret: 7f3a9c1e!";
 
 #[test]
 fn fork_child_never_sees_a_secret() {
-    if let Some(role) = support_proc::role() {
-        worker(support_proc::config(&role));
+    if let Some(cfg) = configs::child_config() {
+        worker(cfg);
         return;
     }
-    let configs = support_proc::available(&ALL);
+    let configs = configs::default_path_configs();
     for cfg in &configs {
-        let run = support_proc::reexec(TEST, cfg.name, &[]);
+        let run = Child::new(TEST, cfg.name).run();
         run.assert_done(cfg.name);
         print!("{}", run.stdout);
         run.stderr
@@ -63,26 +67,25 @@ fn worker(cfg: Config) {
     let (pages, pages_len) = data_pages(&secret);
     // In the parent the data is mapped: "no mapping" in the child means something.
     assert!(
-        support_proc::mapping_at(addr).is_some(),
+        mapping_at(addr).is_some(),
         "{}: secret not mapped in the parent",
         cfg.name
     );
 
     let mut slot = Some(secret);
-    let status =
-        support_proc::fork_and_wait(|| match in_child(cfg, &mut slot, addr, pages, pages_len) {
-            Ok(()) => 0,
-            Err(why) => {
-                eprintln!("fork child ({}): {why}", cfg.name);
-                1
-            }
-        });
+    let status = fork_and_wait(|| match in_child(cfg, &mut slot, addr, pages, pages_len) {
+        Ok(()) => 0,
+        Err(why) => {
+            eprintln!("fork child ({}): {why}", cfg.name);
+            1
+        }
+    });
     assert_eq!(
         status.code(),
         Some(0),
         "{}: fork child failed: {}",
         cfg.name,
-        support_proc::describe(status)
+        child::describe(status)
     );
 
     // The parent's secret is untouched by the child's checks and drop.
@@ -103,12 +106,12 @@ fn worker(cfg: Config) {
         "{}: fork child saw no secret, got Error::Forked, dropped it cleanly",
         cfg.name
     );
-    support_proc::done();
+    child::done();
 }
 
 /// Without the library's fork advice the child's memory check must fail.
 fn control(cfg: Config, addr: usize, pages: usize, pages_len: usize) {
-    let page = support_proc::page_size();
+    let page = common::page_size();
     let start = pages & !(page - 1);
     let len = (pages + pages_len).next_multiple_of(page) - start;
     let (undo, redo) = if cfg.shared() {
@@ -123,7 +126,7 @@ fn control(cfg: Config, addr: usize, pages: usize, pages_len: usize) {
         assert_eq!(rc, 0, "madvise: {}", std::io::Error::last_os_error());
     };
     advise(undo);
-    let status = support_proc::fork_and_wait(|| match check_memory(cfg, addr, pages, pages_len) {
+    let status = fork_and_wait(|| match check_memory(cfg, addr, pages, pages_len) {
         Err(why) => {
             eprintln!("control fork child ({}), as expected: {why}", cfg.name);
             0
@@ -154,8 +157,8 @@ fn in_child(
 
 /// (a) What the child's address space holds where the secret was.
 fn check_memory(cfg: Config, addr: usize, pages: usize, pages_len: usize) -> Result<(), String> {
-    let mapped = support_proc::mapping_at(addr);
-    let seen = support_proc::read_proc_mem(pages, pages_len);
+    let mapped = mapping_at(addr);
+    let seen = read_proc_mem(pages, pages_len);
     if let Ok(bytes) = &seen {
         if bytes.windows(SECRET.len()).any(|w| w == SECRET) {
             return Err("the child read the secret's bytes through /proc/self/mem".into());
@@ -163,9 +166,10 @@ fn check_memory(cfg: Config, addr: usize, pages: usize, pages_len: usize) -> Res
     }
     if cfg.shared() {
         // MADV_DONTFORK: the child has no mapping there at all.
-        if let Some(line) = mapped {
+        if let Some(m) = mapped {
             return Err(format!(
-                "the secret's pages are mapped in the child: {line}"
+                "the secret's pages are mapped in the child: {}",
+                m.line
             ));
         }
         match &seen {

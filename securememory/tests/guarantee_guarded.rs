@@ -15,13 +15,17 @@
 //! `CanaryDamaged` (counted in the stats) while the memory is still wiped
 //! and freed; an intact canary closes cleanly.
 
+mod common;
 mod support_child;
 
+use common::child::Child;
+use common::configs::{self, Config};
+use common::procfs::{smaps, vma_at};
 use securememory::{stats, test_hooks, Error, Layout, Secret, SecretFactory};
-use support_child::{announce_fatal_access, assert_segv_after_marker, Config};
+use support_child::{announce_fatal_access, assert_segv_after_marker, known_bytes, no_core_file};
 
 fn guarded_window() -> Vec<Config> {
-    support_child::select(|c| c.layout() == Layout::Guarded && c.is_window())
+    configs::select(|c| c.layout() == Layout::Guarded && c.is_window())
 }
 
 /// Run `test` as a child for every guarded window configuration and expect
@@ -33,7 +37,7 @@ fn expect_segv_in_children(test: &str) {
         "too few guarded configurations: {configs:?}"
     );
     for config in configs {
-        let out = support_child::run_child(test, config.name, None, &[]);
+        let out = Child::new(test, config.name).run();
         assert_segv_after_marker(&out, &format!("{test} / {}", config.name));
         println!("{test} / {}: SIGSEGV", config.name);
     }
@@ -43,8 +47,8 @@ fn expect_segv_in_children(test: &str) {
 /// hands `f` the secret's slice; the data pages are checked to end exactly
 /// where the secret ends.
 fn child_inside_window(config: Config, f: impl FnOnce(&Secret, &[u8])) {
-    support_child::no_core_file();
-    let known = support_child::known_bytes();
+    no_core_file();
+    let known = known_bytes();
     let secret = config.factory().new(&mut known.clone()).expect("create");
     let (pages, pages_len) = test_hooks::data_pages(&secret);
     assert_guard_pages(&config, pages, pages_len);
@@ -68,10 +72,10 @@ fn child_inside_window(config: Config, f: impl FnOnce(&Secret, &[u8])) {
 /// (so no later mapping can land there), no-access, do-not-dump, unlocked.
 /// Without this, a fault past the end could be luck (an unmapped neighbour).
 fn assert_guard_pages(config: &Config, start: usize, len: usize) {
-    let page = support_child::page_size();
+    let page = common::page_size();
     for (side, addr) in [("leading", start - page), ("trailing", start + len)] {
-        let vma = support_child::vma_at(addr).unwrap_or_else(|| {
-            let near: Vec<String> = support_child::smaps()
+        let vma = vma_at(addr).unwrap_or_else(|| {
+            let near: Vec<String> = smaps()
                 .into_iter()
                 .filter(|v| v.end + 16 * page > start && v.start < start + len + 16 * page)
                 .map(|v| format!("{} [{}]", v.header, v.flags.join(" ")))
@@ -93,7 +97,7 @@ fn assert_guard_pages(config: &Config, start: usize, len: usize) {
 
 #[test]
 fn write_past_end_faults() {
-    let Some(config) = support_child::child_config() else {
+    let Some(config) = configs::child_config() else {
         return expect_segv_in_children("write_past_end_faults");
     };
     child_inside_window(config, |_, bytes| {
@@ -112,7 +116,7 @@ fn write_past_end_faults() {
 
 #[test]
 fn read_past_end_faults() {
-    let Some(config) = support_child::child_config() else {
+    let Some(config) = configs::child_config() else {
         return expect_segv_in_children("read_past_end_faults");
     };
     child_inside_window(config, |_, bytes| {
@@ -131,7 +135,7 @@ fn read_past_end_faults() {
 
 #[test]
 fn read_before_start_faults() {
-    let Some(config) = support_child::child_config() else {
+    let Some(config) = configs::child_config() else {
         return expect_segv_in_children("read_before_start_faults");
     };
     child_inside_window(config, |secret, _| {
@@ -151,34 +155,30 @@ fn read_before_start_faults() {
 
 #[test]
 fn damaged_canary_is_reported_and_memory_still_freed() {
-    if support_child::child_config().is_some() {
+    if configs::child_config().is_some() {
         return;
     }
-    for config in support_child::select(|c| c.layout() == Layout::Guarded) {
+    for config in configs::select(|c| c.layout() == Layout::Guarded) {
         let factory = config.factory();
 
         // Control: an intact canary closes cleanly. Its access also creates
         // this thread's scratch buffer (copy path), which stays locked for
         // the thread's life, before the baseline is taken.
         let failures = stats().canary_failures;
-        let intact = factory.new(&mut support_child::known_bytes()).unwrap();
-        assert!(intact
-            .with_bytes(|b| b == support_child::known_bytes())
-            .unwrap());
+        let intact = factory.new(&mut known_bytes()).unwrap();
+        assert!(intact.with_bytes(|b| b == known_bytes()).unwrap());
         intact
             .close()
             .unwrap_or_else(|e| panic!("{}: intact canary: {e}", config.name));
         assert_eq!(stats().canary_failures, failures, "{}", config.name);
         let before = stats();
 
-        let secret = factory.new(&mut support_child::known_bytes()).unwrap();
+        let secret = factory.new(&mut known_bytes()).unwrap();
         let (_, pages_len) = test_hooks::data_pages(&secret);
         assert!(stats().in_use > before.in_use);
         test_hooks::corrupt_canary(&secret).unwrap();
         // The secret itself is untouched by the damage in front of it.
-        assert!(secret
-            .with_bytes(|b| b == support_child::known_bytes())
-            .unwrap());
+        assert!(secret.with_bytes(|b| b == known_bytes()).unwrap());
         let _ = test_hooks::take_last_wiped();
         let r = secret.close();
         assert!(

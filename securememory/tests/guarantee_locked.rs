@@ -22,10 +22,13 @@
 //! The copy path's per-thread scratch buffer holds secrets too: it must be
 //! locked, do-not-dump and wipe-on-fork likewise.
 
+mod common;
 mod support_child;
 
+use common::configs;
+use common::procfs::{smaps, Vma};
 use securememory::{test_hooks, AccessPath, Backend, SecretFactory};
-use support_child::{smaps, Vma};
+use support_child::known_bytes;
 
 /// The mappings overlapping `[start, start + len)`; they must cover it.
 fn vmas_of(start: usize, len: usize) -> Vec<Vma> {
@@ -74,11 +77,8 @@ fn assert_locked(what: &str, start: usize, len: usize, fork_flag: &str) {
 
 #[test]
 fn secret_pages_are_locked_dontdump_and_not_forked() {
-    for config in support_child::all() {
-        let secret = config
-            .factory()
-            .new(&mut support_child::known_bytes())
-            .unwrap();
+    for config in configs::all() {
+        let secret = config.factory().new(&mut known_bytes()).unwrap();
         let (start, len) = test_hooks::data_pages(&secret);
         let fork_flag = match config.backend() {
             Backend::Anonymous => "wf",
@@ -87,20 +87,15 @@ fn secret_pages_are_locked_dontdump_and_not_forked() {
         // For a pooled secret this is its slot: the VMA found is its chunk.
         assert_locked(config.name, start, len, fork_flag);
         // Accessing does not unlock anything.
-        assert!(secret
-            .with_bytes(|b| b == support_child::known_bytes())
-            .unwrap());
+        assert!(secret.with_bytes(|b| b == known_bytes()).unwrap());
         assert_locked(config.name, start, len, fork_flag);
     }
 }
 
 #[test]
 fn scratch_buffer_is_locked_dontdump_and_wiped_on_fork() {
-    for config in support_child::select(|c| c.path() == AccessPath::Copy) {
-        let secret = config
-            .factory()
-            .new(&mut support_child::known_bytes())
-            .unwrap();
+    for config in configs::select(|c| c.path() == AccessPath::Copy) {
+        let secret = config.factory().new(&mut known_bytes()).unwrap();
         let scratch = secret.with_bytes(|b| b.as_ptr() as usize).unwrap();
         let (start, len) = test_hooks::data_pages(&secret);
         assert!(
@@ -108,7 +103,7 @@ fn scratch_buffer_is_locked_dontdump_and_wiped_on_fork() {
             "{}: the copy path handed out the secret's own pages",
             config.name
         );
-        let page = support_child::page_size();
+        let page = common::page_size();
         assert_locked(
             &format!("{} scratch", config.name),
             scratch & !(page - 1),

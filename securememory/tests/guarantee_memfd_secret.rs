@@ -10,11 +10,12 @@
 //! the process itself, by root and by anything allowed to ptrace it. That is
 //! in the README's threat table: only memfd_secret protects against it.
 
-mod support_proc;
+mod common;
 
+use common::configs::{self, memfd_secret_or_skip, Config};
+use common::procfs::{mapping_at, read_proc_mem};
 use securememory::test_hooks::data_address;
 use securememory::{Backend, ProtectedFactory, Secret, SecretFactory};
-use support_proc::{Config, ALL};
 
 const SECRET: &[u8; 32] = b"memfd_secret guarantee: 5bd0e2a9";
 
@@ -33,20 +34,20 @@ fn create(cfg: &Config) -> Secret {
 
 #[test]
 fn proc_self_mem_cannot_read_memfd_secret_pages() {
-    if !support_proc::memfd_secret_or_skip("proc_self_mem_cannot_read_memfd_secret_pages") {
+    if !memfd_secret_or_skip("proc_self_mem_cannot_read_memfd_secret_pages") {
         return;
     }
-    for cfg in ALL.iter().filter(|c| c.backend == Backend::MemfdSecret) {
+    for cfg in &configs::select(|c| c.on_default_path() && c.backend() == Backend::MemfdSecret) {
         let secret = create(cfg);
         let addr = data_address(&secret);
         // The pages are mapped: the failure below is not "nothing there".
-        let line = support_proc::mapping_at(addr).expect("mapped");
+        let line = mapping_at(addr).expect("mapped").line;
         assert!(
             line.contains("secretmem"),
             "{}: not a memfd_secret mapping: {line}",
             cfg.name
         );
-        match support_proc::read_proc_mem(addr, SECRET.len()) {
+        match read_proc_mem(addr, SECRET.len()) {
             Err(e) => {
                 assert_eq!(
                     e.raw_os_error(),
@@ -74,10 +75,10 @@ fn proc_self_mem_cannot_read_memfd_secret_pages() {
 #[test]
 fn proc_self_mem_reads_anonymous_and_memfd_pages() {
     // The control: the same read succeeds where the direct map has the pages.
-    for cfg in ALL.iter().filter(|c| c.backend != Backend::MemfdSecret) {
+    for cfg in &configs::select(|c| c.on_default_path() && c.backend() != Backend::MemfdSecret) {
         let secret = create(cfg);
         let addr = data_address(&secret);
-        let bytes = support_proc::read_proc_mem(addr, SECRET.len())
+        let bytes = read_proc_mem(addr, SECRET.len())
             .unwrap_or_else(|e| panic!("{}: pread through /proc/self/mem failed: {e}", cfg.name));
         assert_eq!(
             bytes, SECRET,

@@ -6,28 +6,30 @@
 //! protected mapping outside any access. It must die by SIGSEGV right there:
 //! the parent checks both the signal and that the child announced the read.
 
+mod common;
 mod support_child;
 
+use common::child::Child;
+use common::configs::{self, Config};
 use securememory::{test_hooks, AccessPath, SecretFactory};
-use support_child::{announce_fatal_access, assert_segv_after_marker, Config};
+use support_child::{announce_fatal_access, assert_segv_after_marker, known_bytes, no_core_file};
 
 const TEST: &str = "reading_outside_the_window_faults";
 
 #[test]
 fn reading_outside_the_window_faults() {
-    if let Some(config) = support_child::child_config() {
+    if let Some(config) = configs::child_config() {
         child(config);
         return;
     }
-    for config in support_child::all() {
-        let out = support_child::run_child(TEST, config.name, None, &[]);
+    for config in configs::all() {
+        let out = Child::new(TEST, config.name).run();
         assert_segv_after_marker(&out, config.name);
-        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("inside-ok"),
+            out.stderr.contains("inside-ok"),
             "{}: the child skipped the inside checks\n{}",
             config.name,
-            support_child::describe(&out)
+            out.describe()
         );
         println!(
             "{}: SIGSEGV outside the window, exact bytes inside",
@@ -37,8 +39,8 @@ fn reading_outside_the_window_faults() {
 }
 
 fn child(config: Config) {
-    support_child::no_core_file();
-    let known = support_child::known_bytes();
+    no_core_file();
+    let known = known_bytes();
     let secret = config.factory().new(&mut known.clone()).expect("create");
     assert_eq!(secret.access_path(), config.path());
     let addr = test_hooks::data_address(&secret);

@@ -7,10 +7,10 @@
 //! exact) and that the observation covers the whole data pages (or slot),
 //! so an all-zero result means "wiped", not "looked at the wrong place".
 
-mod support_child;
+mod common;
 
+use common::configs::{self, Config};
 use securememory::{test_hooks, AccessPath, Layout, Secret, SecretFactory};
-use support_child::Config;
 
 fn make(config: &Config, len: usize) -> (Secret, Vec<u8>) {
     let known: Vec<u8> = (0..len).map(|i| 0x80 | (i as u8 % 0x7f) | 1).collect();
@@ -45,7 +45,7 @@ fn assert_wiped(what: &str, expected_len: usize) {
 
 #[test]
 fn close_and_drop_wipe_every_configuration() {
-    for config in support_child::all() {
+    for config in configs::all() {
         let (secret, _) = make(&config, 32);
         let len = observed_len(&secret);
         if config.layout() != Layout::Pooled {
@@ -74,7 +74,7 @@ fn close_and_drop_wipe_every_configuration() {
 #[test]
 fn scratch_is_wiped_after_the_access() {
     // A size class of its own (64) for the pool, apart from the other test.
-    for config in support_child::select(|c| c.path() == AccessPath::Copy) {
+    for config in configs::select(|c| c.path() == AccessPath::Copy) {
         let (secret, known) = make(&config, 64);
         let (start, pages) = test_hooks::data_pages(&secret);
         let at = secret

@@ -14,13 +14,18 @@
 //! the baseline already includes the scratch buffer and the secrets alone
 //! move the figures afterwards.
 
+mod common;
 mod support_proc;
 
 use caps::{CapSet, Capability};
+use common::child::in_worker;
+use common::configs::memfd_secret_or_skip;
+use common::procfs::vm_lck_kib;
+use common::rlimit::{memlock, set_memlock};
 use securememory::{
     stats, Backend, Error, LockPolicy, Options, ProtectedFactory, Secret, SecretFactory,
 };
-use support_proc::CAP_IPC_LOCK;
+use support_proc::{assert_no_thread_has, capture_tracing, CAP_IPC_LOCK};
 
 const LIMIT: u64 = 64 * 1024;
 
@@ -28,15 +33,15 @@ const LIMIT: u64 = 64 * 1024;
 fn setup() -> (u64, u64) {
     caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
     caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    support_proc::assert_no_thread_has(CAP_IPC_LOCK);
-    let (_, hard) = support_proc::memlock();
-    support_proc::set_memlock(Some(LIMIT), hard);
+    assert_no_thread_has(CAP_IPC_LOCK);
+    let (_, hard) = memlock();
+    set_memlock(Some(LIMIT), hard);
     // Probe memfd_secret now, under the limit (it maps one page and unmaps it).
     let _ = securememory::memfd_secret_status();
     let warm = ProtectedFactory::default().new(&mut [7u8; 32]).unwrap();
     assert_eq!(warm.with_bytes(|b| b[0]).unwrap(), 7);
     warm.close().unwrap();
-    let base = (support_proc::vm_lck_kib(), stats().bytes_locked);
+    let base = (vm_lck_kib(), stats().bytes_locked);
     println!(
         "baseline after the first access: VmLck {} kB, bytes_locked {}",
         base.0, base.1
@@ -65,14 +70,14 @@ fn limit_text(v: Option<u64>) -> String {
 
 fn refuse_worker() {
     let (base_lck, base_locked) = setup();
-    let page = support_proc::page_size() as u64;
-    let (soft, hard) = support_proc::memlock();
+    let page = common::page_size() as u64;
+    let (soft, hard) = memlock();
     assert_eq!(soft, Some(LIMIT));
     let mut configs = vec![
         ("default (memfd)", Options::default()),
         ("anonymous", Options::default().backend(Backend::Anonymous)),
     ];
-    if support_proc::memfd_secret_or_skip("memlock refusal for Backend::MemfdSecret") {
+    if memfd_secret_or_skip("memlock refusal for Backend::MemfdSecret") {
         configs.push((
             "memfd_secret",
             Options::default().backend(Backend::MemfdSecret),
@@ -135,7 +140,7 @@ fn refuse_worker() {
         // The refusal leaked nothing.
         assert_eq!(after.in_use, before.in_use + expect, "{name}");
         assert_eq!(after.bytes_locked, base_locked + expect * page, "{name}");
-        let lck = support_proc::vm_lck_kib();
+        let lck = vm_lck_kib();
         assert!(
             lck * 1024 <= LIMIT,
             "{name}: VmLck {lck} kB above the limit"
@@ -155,7 +160,7 @@ fn refuse_worker() {
         }
         drop(held);
         assert_eq!(
-            support_proc::vm_lck_kib(),
+            vm_lck_kib(),
             base_lck,
             "{name}: VmLck not back at its start"
         );
@@ -169,9 +174,9 @@ fn refuse_worker() {
 }
 
 fn unlocked_worker() {
-    let events = support_proc::capture_tracing();
+    let events = capture_tracing();
     let (base_lck, base_locked) = setup();
-    let page = support_proc::page_size() as u64;
+    let page = common::page_size() as u64;
     let fit = (LIMIT - base_locked) / page;
     let want = fit as usize + 4;
     for (name, backend) in [("memfd", Backend::Memfd), ("anonymous", Backend::Anonymous)] {
@@ -205,10 +210,7 @@ fn unlocked_worker() {
         let unlocked = after.unlocked_allocations - before.unlocked_allocations;
         assert_eq!(unlocked, want as u64 - fit, "{name}: unlocked_allocations");
         assert!(after.bytes_locked <= LIMIT, "{name}: locked past the limit");
-        assert!(
-            support_proc::vm_lck_kib() * 1024 <= LIMIT,
-            "{name}: VmLck past the limit"
-        );
+        assert!(vm_lck_kib() * 1024 <= LIMIT, "{name}: VmLck past the limit");
         let warnings = events
             .lock()
             .unwrap()
@@ -223,7 +225,7 @@ fn unlocked_worker() {
 
         drop(held);
         assert_eq!(
-            support_proc::vm_lck_kib(),
+            vm_lck_kib(),
             base_lck,
             "{name}: VmLck not back at its start"
         );
@@ -238,25 +240,11 @@ fn unlocked_worker() {
 #[test]
 fn memlock_refusal_is_typed_and_leaks_nothing() {
     const TEST: &str = "memlock_refusal_is_typed_and_leaks_nothing";
-    if support_proc::role().is_some() {
-        refuse_worker();
-        support_proc::done();
-        return;
-    }
-    let run = support_proc::reexec(TEST, "refuse", &[CAP_IPC_LOCK]);
-    run.assert_done(TEST);
-    print!("{}", run.stdout);
+    in_worker(TEST, "refuse", &[CAP_IPC_LOCK], refuse_worker);
 }
 
 #[test]
 fn allow_unlocked_goes_past_the_limit_with_warnings() {
     const TEST: &str = "allow_unlocked_goes_past_the_limit_with_warnings";
-    if support_proc::role().is_some() {
-        unlocked_worker();
-        support_proc::done();
-        return;
-    }
-    let run = support_proc::reexec(TEST, "unlocked", &[CAP_IPC_LOCK]);
-    run.assert_done(TEST);
-    print!("{}", run.stdout);
+    in_worker(TEST, "unlocked", &[CAP_IPC_LOCK], unlocked_worker);
 }

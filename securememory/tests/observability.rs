@@ -9,16 +9,18 @@
 //! other tests' secrets would move.
 
 #[macro_use]
+mod common;
 mod support_parity;
 
 use std::collections::HashMap;
 use std::io::{Cursor, Write};
 use std::sync::{Arc, Mutex};
 
+use common::configs::{all, Config};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use securememory::test_hooks::{clear_faults, corrupt_canary, fail_next, FaultOp};
 use securememory::{stats, Error, LockPolicy, ProtectedFactory, SecretFactory};
-use support_parity::{all, assert_no_leak, pattern, Config, TOPSECRET};
+use support_parity::{assert_no_leak, pattern, TOPSECRET};
 
 /// Metric name -> value recorded since the last snapshot (counters: the
 /// increase; gauges: the last value set, 0 if none; histograms: the samples).

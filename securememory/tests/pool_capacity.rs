@@ -10,13 +10,17 @@
 //! 8 MiB so the test means the same on any machine. No timing is asserted;
 //! the phases' durations are printed.
 
+mod common;
 mod support_proc;
 
 use std::time::Instant;
 
 use caps::{CapSet, Capability};
+use common::child::{self, Child};
+use common::procfs::vm_lck_kib;
+use common::rlimit::set_memlock;
 use securememory::{stats, Layout, Options, ProtectedFactory, Secret, SecretFactory};
-use support_proc::CAP_IPC_LOCK;
+use support_proc::{assert_no_thread_has, CAP_IPC_LOCK};
 
 const N: usize = 100_000;
 const LEN: usize = 32;
@@ -36,9 +40,9 @@ fn value(i: usize) -> [u8; LEN] {
 fn worker() {
     caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
     caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    support_proc::assert_no_thread_has(CAP_IPC_LOCK);
-    support_proc::set_memlock(Some(LIMIT), Some(LIMIT));
-    let page = support_proc::page_size() as u64;
+    assert_no_thread_has(CAP_IPC_LOCK);
+    set_memlock(Some(LIMIT), Some(LIMIT));
+    let page = common::page_size() as u64;
 
     let factory = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
     // The first access creates this thread's locked scratch buffer; do it
@@ -82,11 +86,8 @@ fn worker() {
         "pool pages not all counted as locked"
     );
     assert!(at_peak.bytes_locked <= LIMIT, "locked past the limit");
-    assert!(
-        support_proc::vm_lck_kib() * 1024 <= LIMIT,
-        "VmLck past the limit"
-    );
-    let vm_lck_peak = support_proc::vm_lck_kib();
+    assert!(vm_lck_kib() * 1024 <= LIMIT, "VmLck past the limit");
+    let vm_lck_peak = vm_lck_kib();
 
     let t = Instant::now();
     for (i, s) in held.iter().enumerate() {
@@ -132,7 +133,7 @@ fn worker() {
         "pool pages not unlocked"
     );
     assert!(
-        support_proc::vm_lck_kib() * 1024 <= end.bytes_locked,
+        vm_lck_kib() * 1024 <= end.bytes_locked,
         "VmLck above the library's count after closing"
     );
 
@@ -151,13 +152,15 @@ fn worker() {
 #[test]
 fn hundred_thousand_pooled_secrets_under_8_mib() {
     const TEST: &str = "hundred_thousand_pooled_secrets_under_8_mib";
-    if support_proc::role().is_some() {
+    if child::role().is_some() {
         worker();
-        support_proc::done();
+        child::done();
         return;
     }
     let t = Instant::now();
-    let run = support_proc::reexec(TEST, "capacity", &[CAP_IPC_LOCK]);
+    let run = Child::new(TEST, "capacity")
+        .drop_bounding(&[CAP_IPC_LOCK])
+        .run();
     run.assert_done(TEST);
     print!("{}", run.stdout);
     println!("worker process took {:?}", t.elapsed());
