@@ -347,67 +347,32 @@ pub(crate) fn fchmod_none(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// Borrow `fd` as a `File` for std's positioned I/O (which retries on
+/// `EINTR` and short transfers), without taking ownership of it.
+fn borrowed_file(fd: RawFd) -> std::mem::ManuallyDrop<std::fs::File> {
+    // SAFETY: the caller's descriptor stays open for the duration of the
+    // call; `ManuallyDrop` keeps the `File` from closing it.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
 /// Read exactly `buf.len()` bytes of `fd` at `offset`.
 ///
 /// # References
 /// - pread(2)
+#[inline]
 pub(crate) fn pread_exact(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
     fault::check(Op::Pread)?;
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                rest.as_mut_ptr().cast(),
-                rest.len(),
-                (offset + done as u64) as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = last_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        done += n as usize;
-    }
-    Ok(())
+    std::os::unix::fs::FileExt::read_exact_at(&*borrowed_file(fd), buf, offset)
 }
 
 /// Write all of `buf` to `fd` at `offset`.
 ///
 /// # References
 /// - pwrite(2)
+#[inline]
 pub(crate) fn pwrite_all(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
     fault::check(Op::Pwrite)?;
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &buf[done..];
-        // SAFETY: `rest` is a valid readable buffer of `rest.len()` bytes.
-        let n = unsafe {
-            libc::pwrite(
-                fd,
-                rest.as_ptr().cast(),
-                rest.len(),
-                (offset + done as u64) as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = last_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        done += n as usize;
-    }
-    Ok(())
+    std::os::unix::fs::FileExt::write_all_at(&*borrowed_file(fd), buf, offset)
 }
 
 /// Free the pages of `fd` in `[offset, offset + len)`; the file keeps its size.
