@@ -1,0 +1,59 @@
+//! The live check: a default secret, a pooled one and (where `Backend::Auto`
+//! picks another backend than the default) an Auto one are each created,
+//! read back and closed.
+
+use securememory::{Backend, Layout, Options, ProtectedFactory, SecretFactory};
+
+use super::findings::LiveCheck;
+use super::POOLED_LEN;
+
+/// Every check, in report order; `auto` is the backend `Backend::Auto` picks.
+pub(super) fn live_checks(auto: Backend) -> Vec<LiveCheck> {
+    let mut checks = vec![
+        live("default secret", Options::default()),
+        live(
+            "pooled 32-byte secret",
+            Options::default().layout(Layout::Pooled),
+        ),
+    ];
+    if auto != Backend::default() {
+        checks.push(live(
+            "Auto-backend secret",
+            Options::default().backend(Backend::Auto),
+        ));
+    }
+    checks
+}
+
+/// Create a 32-byte secret with `opts`, read it back, close it.
+fn live(name: &'static str, opts: Options) -> LiveCheck {
+    let mut check = LiveCheck {
+        name,
+        ok: false,
+        backend: None,
+        access_path: None,
+        error: None,
+    };
+    let outcome = (|| -> Result<(), String> {
+        let factory = ProtectedFactory::new(opts).map_err(|e| e.to_string())?;
+        // A fixed pattern, not a secret.
+        let mut bytes = [0x5a_u8; POOLED_LEN];
+        let secret = factory.new(&mut bytes).map_err(|e| e.to_string())?;
+        check.backend = Some(format!("{:?}", secret.backend()));
+        check.access_path = Some(format!("{:?}", secret.access_path()));
+        let same = secret
+            .with_bytes(|b| b.iter().all(|&x| x == 0x5a))
+            .map_err(|e| e.to_string())?;
+        secret.close().map_err(|e| e.to_string())?;
+        if same {
+            Ok(())
+        } else {
+            Err("the secret read back different bytes".to_string())
+        }
+    })();
+    match outcome {
+        Ok(()) => check.ok = true,
+        Err(e) => check.error = Some(e),
+    }
+    check
+}
