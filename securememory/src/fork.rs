@@ -15,7 +15,7 @@ static INSTALL: Once = Once::new();
 
 /// Runs in the child right after `fork`, before the child's own code: only
 /// async-signal-safe work here (an atomic add and a `close`).
-unsafe extern "C" fn in_child() {
+extern "C" fn in_child() {
     let now = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
     crate::store::close_in_fork_child(now);
 }

@@ -539,7 +539,7 @@ pub(crate) fn thread_has_effective_cap(cap: u32) -> Option<bool> {
 ///
 /// # References
 /// - pthread_atfork(3)
-pub(crate) fn register_atfork(child: unsafe extern "C" fn()) -> io::Result<()> {
+pub(crate) fn register_atfork(child: extern "C" fn()) -> io::Result<()> {
     // SAFETY: `child` is a plain function pointer that stays valid for the
     // life of the process.
     let r = unsafe { libc::pthread_atfork(None, None, Some(child)) };
