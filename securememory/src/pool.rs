@@ -146,12 +146,8 @@ pub(crate) fn create(len: usize, src: &mut Source<'_>, lock: LockPolicy) -> Resu
         }),
     };
     if let Err(e) = placed {
-        // Wipe whatever part was written before giving the slot back.
-        let _ = slot
-            .chunk
-            .region
-            .zero_in(slot.offset(), slot.chunk.slot_size);
-        give_back(slot.class, slot.id, slot.index);
+        // Wipe whatever part was written and give the slot back.
+        let _ = slot.release();
         return Err(e);
     }
     Ok(slot)
@@ -192,12 +188,6 @@ fn take(class: usize, lock: LockPolicy) -> Result<Slot> {
 
 fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
     let page = sys::page_size();
-    let spec = |pages: usize| RegionSpec {
-        len: pages * page,
-        guard: true,
-        backing: BackingKind::Memfd,
-        lock,
-    };
     // Readers without a scratch buffer of their own borrow the shared one:
     // reserve it before the pool can use up the locked-memory budget. If
     // even that page cannot be locked, the chunk below will not be either
@@ -213,8 +203,13 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
         } else {
             SMALL_CHUNK_PAGES
         };
-    let region = Region::create(spec(pages), |_| Ok(()))?;
-    let pages = region.data_len() / page;
+    let spec = RegionSpec {
+        len: pages * page,
+        guard: true,
+        backing: BackingKind::Memfd,
+        lock,
+    };
+    let region = Region::create(spec, |_| Ok(()))?;
     let slot_size = MIN_SLOT << class;
     let slots = (region.data_len() / slot_size) as u32;
     let entry = Entry {

@@ -383,9 +383,10 @@ impl Secret {
         else {
             return Ok(true);
         };
-        // In a fork child the memory is not ours; after a failed hide the
-        // pages (canary included) were wiped on purpose: nothing to check.
-        if self.fork_gen != fork::generation() || region.hide_failed() {
+        // After a failed hide the pages (canary included) were wiped on
+        // purpose: nothing to check. (A fork child never gets here: `close`
+        // returns before.)
+        if region.hide_failed() {
             return Ok(true);
         }
         let mut now = [0u8; CANARY_LEN];

@@ -5,10 +5,8 @@
 //! `mprotect(PROT_READ)`, read 32 bytes (volatile, so the read happens),
 //! `mprotect(PROT_NONE)`. One thread. This is Asherah Go's access path
 //! reduced to its system calls; every benchmark row is reported as a ratio
-//! to it.
-//!
-//! The system calls are made directly (not through [`super::sys`]) so that
-//! test-only fault hooks never add to the floor.
+//! to it. The calls go through the same [`super::sys`] wrappers as the
+//! library's own, so rows and floor pay the same per-call overhead.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -34,7 +32,7 @@ impl FloorPage {
         unsafe {
             std::ptr::write_bytes(page.ptr, 0xA5, page.len);
             sys::mlock(page.ptr, page.len)?;
-            page.protect(libc::PROT_NONE)?;
+            page.protect(sys::Prot::None)?;
         }
         Ok(page)
     }
@@ -42,21 +40,17 @@ impl FloorPage {
     /// # Safety
     /// No reference into the page may be live when access is taken away.
     #[inline(always)]
-    unsafe fn protect(&self, prot: libc::c_int) -> io::Result<()> {
+    unsafe fn protect(&self, prot: sys::Prot) -> io::Result<()> {
         // SAFETY: the page is our own mapping of `len` bytes; the caller
         // guarantees no reference into it outlives a loss of access.
-        if unsafe { libc::mprotect(self.ptr.cast(), self.len, prot) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        unsafe { sys::mprotect(self.ptr, self.len, prot) }
     }
 
     /// One iteration: open, read 32 bytes, close.
     #[inline(always)]
     fn access(&self) -> io::Result<()> {
         // SAFETY: nothing points into the page; it is ours.
-        unsafe { self.protect(libc::PROT_READ) }?;
+        unsafe { self.protect(sys::Prot::Read) }?;
         let mut out = [0u8; READ_LEN];
         for (i, o) in out.iter_mut().enumerate() {
             // SAFETY: `i < READ_LEN <= len` and the page is readable now.
@@ -64,7 +58,7 @@ impl FloorPage {
         }
         std::hint::black_box(out);
         // SAFETY: the volatile reads above are done and no reference was made.
-        unsafe { self.protect(libc::PROT_NONE) }
+        unsafe { self.protect(sys::Prot::None) }
     }
 }
 

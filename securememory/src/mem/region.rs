@@ -68,8 +68,6 @@ pub(crate) struct Region {
     counted: u64,
     /// Fork generation at creation: in a fork child the region is not ours.
     fork_gen: u64,
-    /// What to do when locking is refused.
-    lock: LockPolicy,
     released: AtomicBool,
     /// Set when the pages could not be hidden after a window and were wiped.
     hide_failed: AtomicBool,
@@ -143,23 +141,15 @@ impl Region {
             file_off: 0,
             counted,
             fork_gen: fork::generation(),
-            lock: spec.lock,
             released: AtomicBool::new(false),
             hide_failed: AtomicBool::new(false),
         };
-        region.map(spec.guard)?;
+        region.map(spec.guard, spec.lock)?;
 
         if spec.backing == BackingKind::Anonymous && region.counted > 0 {
             // SAFETY: the data pages are the mapping just made and owned by `region`.
             if let Err(e) = unsafe { sys::mlock(region.data, data_len) } {
-                // Uncount first, so the report shows what was held before.
-                budget::release(region.counted);
-                region.counted = 0;
-                if spec.lock == LockPolicy::Require {
-                    return Err(budget::lock_error(data_len as u64, e));
-                }
-                metrics::unlocked();
-                tracing::warn!(bytes = data_len, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)");
+                region.lock_refused(spec.lock, e)?;
             }
         }
         // SAFETY: the whole range is the mapping owned by `region`.
@@ -187,8 +177,29 @@ impl Region {
         Ok(region)
     }
 
-    /// Map the pages (and guards) read-write for filling.
-    fn map(&mut self, guard: bool) -> Result<(), Error> {
+    /// Stop counting this region's bytes as locked (so that a lock error
+    /// reports what was held before the refused request).
+    fn uncount(&mut self) {
+        budget::release(self.counted);
+        self.counted = 0;
+    }
+
+    /// The kernel refused to lock the data pages: a lock error under
+    /// `LockPolicy::Require`, else go on unlocked, loudly.
+    fn lock_refused(&mut self, lock: LockPolicy, e: std::io::Error) -> Result<(), Error> {
+        self.uncount();
+        if lock == LockPolicy::Require {
+            return Err(budget::lock_error(self.data_len as u64, e));
+        }
+        metrics::unlocked();
+        tracing::warn!(bytes = self.data_len, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)");
+        Ok(())
+    }
+
+    /// Map the pages (and guards) read-write for filling; the memory file's
+    /// range is locked in the same call when the budget counted it. On
+    /// failure, `release` (from `Drop`) gives back what was taken.
+    fn map(&mut self, guard: bool, lock: LockPolicy) -> Result<(), Error> {
         let page = sys::page_size();
         let data_len = self.data_len;
         if guard {
@@ -218,47 +229,34 @@ impl Region {
                 self.store = Some(store);
                 let fd = store.fd()?;
                 let at = guard.then_some(self.data);
-                // Locked in the same call when the budget counted it: the
-                // mapping is created VM_LOCKED and populated, so no `mlock`.
-                let p = if self.counted > 0 {
+                // Locked in the same call when the budget counted it (mapped
+                // VM_LOCKED and populated: no separate `mlock`).
+                let locked = if self.counted > 0 {
                     // SAFETY: a fixed target is the data part of our own reservation.
                     match unsafe {
                         sys::mmap_shared_locked(at, data_len, Prot::ReadWrite, fd, self.file_off)
                     } {
-                        Ok(p) => Ok(p),
-                        Err(sys::LockedMapError::Map(e)) => Err(e),
+                        Ok(p) => Some(p),
+                        Err(sys::LockedMapError::Map(e)) => return Err(map_err(data_len)(e)),
                         Err(sys::LockedMapError::Lock(e)) => {
-                            // Uncount first, so the report shows what was held before.
-                            budget::release(self.counted);
-                            self.counted = 0;
-                            if self.lock == LockPolicy::Require {
-                                store.free(self.file_off, data_len as u64);
-                                self.store = None;
-                                return Err(budget::lock_error(data_len as u64, e));
-                            }
-                            metrics::unlocked();
-                            tracing::warn!(bytes = data_len, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)");
-                            // SAFETY: as above.
-                            unsafe {
-                                sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off)
-                            }
+                            self.lock_refused(lock, e)?;
+                            None
                         }
                     }
                 } else {
-                    // SAFETY: a fixed target is the data part of our own reservation.
-                    unsafe { sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off) }
+                    None
                 };
-                match p {
-                    Ok(p) if !guard => {
-                        self.base = p;
-                        self.data = p;
+                let p = match locked {
+                    Some(p) => p,
+                    // SAFETY: as above.
+                    None => unsafe {
+                        sys::mmap_shared(at, data_len, Prot::ReadWrite, fd, self.file_off)
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        store.free(self.file_off, data_len as u64);
-                        self.store = None;
-                        return Err(map_err(data_len)(e));
-                    }
+                    .map_err(map_err(data_len))?,
+                };
+                if !guard {
+                    self.base = p;
+                    self.data = p;
                 }
             }
             BackingKind::MemfdSecret => {
@@ -279,9 +277,7 @@ impl Region {
                 .map_err(|e| match e.raw_os_error() {
                     // The kernel charges these pages to RLIMIT_MEMLOCK at mmap.
                     Some(libc::EAGAIN) | Some(libc::ENOMEM) | Some(libc::EPERM) => {
-                        // Uncount first, so the report shows what was held before.
-                        budget::release(self.counted);
-                        self.counted = 0;
+                        self.uncount();
                         budget::lock_error(data_len as u64, e)
                     }
                     _ => map_err(data_len)(e),
@@ -401,7 +397,7 @@ impl Region {
     }
 
     /// Zero `[off, off + len)` of the data pages (memory file only).
-    pub(crate) fn zero_in(&self, off: usize, len: usize) -> Result<(), Error> {
+    fn zero_in(&self, off: usize, len: usize) -> Result<(), Error> {
         const ZEROS: [u8; 4096] = [0; 4096];
         let mut done = 0;
         while done < len {
@@ -475,9 +471,10 @@ impl Region {
             // munmap also unlocks, so no separate munlock call is made.
             // SAFETY: the whole mapping is ours and no reference into it remains.
             let _ = unsafe { sys::munmap(self.base, self.total) };
-            if let Some(store) = self.store {
-                store.free(self.file_off, self.data_len as u64);
-            }
+        }
+        // Also when mapping the range failed: nothing was written to it.
+        if let Some(store) = self.store {
+            store.free(self.file_off, self.data_len as u64);
         }
         if self.counted > 0 {
             budget::release(self.counted);
