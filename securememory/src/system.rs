@@ -37,14 +37,25 @@ pub struct SystemReport {
 }
 
 impl SystemReport {
-    /// How many secrets of one page each the memlock limit allows, counting
-    /// what this library already holds (`None`: no limit applies).
-    pub fn one_page_secrets_allowed(&self) -> Option<u64> {
+    /// Bytes left for secrets under the memlock limit: the soft limit less
+    /// what this library already holds and less the scratch buffer the
+    /// reading thread keeps (`None`: no limit applies).
+    pub fn lockable_bytes_left(&self) -> Option<u64> {
         if self.cap_ipc_lock {
             return None;
         }
-        self.memlock_soft
-            .map(|soft| soft.saturating_sub(self.locked_by_library) / self.page_size as u64)
+        self.memlock_soft.map(|soft| {
+            soft.saturating_sub(self.locked_by_library)
+                .saturating_sub(crate::scratch_capacity() as u64)
+        })
+    }
+
+    /// How many secrets of one page each the memlock limit allows, counting
+    /// what this library already holds and one reading thread's scratch
+    /// buffer (`None`: no limit applies).
+    pub fn one_page_secrets_allowed(&self) -> Option<u64> {
+        self.lockable_bytes_left()
+            .map(|b| b / self.page_size as u64)
     }
 }
 

@@ -26,11 +26,8 @@ pub(super) fn memlock(r: &SystemReport) -> Memlock {
     let page = r.page_size as u64;
     let scratch = securememory::scratch_capacity() as u64;
     let (chunk, slot) = pool_shape(page);
-    let limit_applies = !r.cap_ipc_lock && r.memlock_soft.is_some();
-    let usable = r.memlock_soft.filter(|_| limit_applies).map(|soft| {
-        soft.saturating_sub(r.locked_by_library)
-            .saturating_sub(scratch)
-    });
+    let usable = r.lockable_bytes_left();
+    let limit_applies = usable.is_some();
     Memlock {
         soft: r.memlock_soft,
         hard: r.memlock_hard,
@@ -41,7 +38,7 @@ pub(super) fn memlock(r: &SystemReport) -> Memlock {
         pool_chunk_bytes: chunk,
         pooled_secret_len: POOLED_LEN,
         pooled_slot_bytes: slot,
-        one_page_secrets: usable.map(|u| u / page),
+        one_page_secrets: r.one_page_secrets_allowed(),
         pooled_secrets: usable.map(|u| pooled_in(u, page)),
     }
 }

@@ -3,7 +3,7 @@
 //! (mappings in use, effective uid).
 
 use securememory::system::SystemReport;
-use securememory::{AccessPath, Backend};
+use securememory::{AccessPath, Backend, Options, ProtectedFactory};
 
 use super::findings::{Backends, CoreDumps, MemfdSecret, ProtectionKeys};
 
@@ -66,12 +66,10 @@ pub(super) fn backends(r: &SystemReport) -> Backends {
     }
 }
 
-/// The path `AccessPath::Auto` takes on a backend.
+/// The path `AccessPath::Auto` takes on a backend, as the factory resolves it.
 fn access_path_of(b: Backend) -> AccessPath {
-    match b.resolve() {
-        Backend::Memfd => AccessPath::Copy,
-        _ => AccessPath::Window,
-    }
+    ProtectedFactory::new(Options::default().backend(b))
+        .map_or(AccessPath::Window, |f| f.options().access)
 }
 
 #[cfg(test)]
