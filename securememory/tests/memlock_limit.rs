@@ -159,18 +159,24 @@ fn refuse_worker() {
             s.close().unwrap();
         }
         drop(held);
-        assert_eq!(
-            vm_lck_kib(),
-            base_lck,
-            "{name}: VmLck not back at its start"
-        );
-        assert_eq!(
-            stats().bytes_locked,
-            base_locked,
-            "{name}: bytes_locked not back at its start"
-        );
+        assert_back_at_start(name, base_lck, base_locked);
         assert_eq!(stats().in_use, before.in_use, "{name}");
     }
+}
+
+/// Locked memory, by the kernel's count and the library's, is back where it
+/// was before the secrets were made.
+fn assert_back_at_start(name: &str, base_lck: u64, base_locked: u64) {
+    assert_eq!(
+        vm_lck_kib(),
+        base_lck,
+        "{name}: VmLck not back at its start"
+    );
+    assert_eq!(
+        stats().bytes_locked,
+        base_locked,
+        "{name}: bytes_locked not back at its start"
+    );
 }
 
 fn unlocked_worker() {
@@ -224,16 +230,7 @@ fn unlocked_worker() {
         println!("{name}: {want} secrets under a {LIMIT}-byte limit, {unlocked} of them unlocked, {warnings} warnings");
 
         drop(held);
-        assert_eq!(
-            vm_lck_kib(),
-            base_lck,
-            "{name}: VmLck not back at its start"
-        );
-        assert_eq!(
-            stats().bytes_locked,
-            base_locked,
-            "{name}: bytes_locked not back at its start"
-        );
+        assert_back_at_start(name, base_lck, base_locked);
     }
 }
 
