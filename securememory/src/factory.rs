@@ -8,8 +8,10 @@ use zeroize::Zeroize;
 use crate::backend::Backend;
 use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
+use crate::mem::pkey::{self, Pkey};
 use crate::mem::region::{BackingKind, Region, RegionSpec};
 use crate::mem::sys;
+use crate::pool_protection::PoolProtection;
 use crate::secret::{AccessPath, Secret, Storage, CANARY_LEN};
 use crate::{metrics, pool};
 
@@ -57,6 +59,8 @@ pub struct Options {
     pub lock: LockPolicy,
     /// Core-dump policy.
     pub core_dumps: CoreDumps,
+    /// How pooled secrets are kept unreadable at rest.
+    pub pool_protection: PoolProtection,
 }
 
 impl Options {
@@ -83,6 +87,11 @@ impl Options {
     /// Set the core-dump policy.
     pub fn core_dumps(mut self, core_dumps: CoreDumps) -> Self {
         self.core_dumps = core_dumps;
+        self
+    }
+    /// Set how pooled secrets are kept unreadable at rest.
+    pub fn pool_protection(mut self, pool_protection: PoolProtection) -> Self {
+        self.pool_protection = pool_protection;
         self
     }
 }
@@ -140,6 +149,8 @@ impl Source<'_> {
 #[derive(Clone, Debug)]
 pub struct ProtectedFactory {
     opts: Options,
+    /// The pool's protection key (`PoolProtection::ProtectionKey` only).
+    key: Option<Pkey>,
 }
 
 impl Default for ProtectedFactory {
@@ -148,6 +159,7 @@ impl Default for ProtectedFactory {
             opts: Options::default()
                 .backend(Backend::Memfd)
                 .access(AccessPath::Copy),
+            key: None,
         }
     }
 }
@@ -159,7 +171,8 @@ impl ProtectedFactory {
     /// # Errors
     /// [`Error::Unsupported`] for a combination that cannot work: the copy
     /// path or the pooled layout without the memfd backend, or an explicit
-    /// backend this kernel lacks.
+    /// backend this kernel lacks, or `PoolProtection::ProtectionKey` without
+    /// the pooled layout or on a machine without protection keys.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
         let mut opts = opts;
         opts.backend = match (opts.backend, opts.layout) {
@@ -192,10 +205,11 @@ impl ProtectedFactory {
             }
             (p, _) => p,
         };
+        let key = resolve_pool_protection(&mut opts)?;
         if opts.core_dumps == CoreDumps::DisableForProcess {
             crate::disable_core_dumps()?;
         }
-        Ok(ProtectedFactory { opts })
+        Ok(ProtectedFactory { opts, key })
     }
 
     /// The options in force, with `Auto` resolved.
@@ -228,7 +242,7 @@ impl ProtectedFactory {
         let opts = self.opts;
         let started = Instant::now();
         let storage = if opts.layout == Layout::Pooled && len <= pool::MAX_SLOT {
-            Storage::Slot(pool::create(len, &mut src, opts.lock)?)
+            Storage::Slot(pool::create(len, &mut src, opts.lock, self.key)?)
         } else {
             self.create_pages(len, &mut src, &opts)?
         };
@@ -269,6 +283,31 @@ impl ProtectedFactory {
             off,
             canary,
         })
+    }
+}
+
+/// Resolve `opts.pool_protection` (`Auto`, and to `ProtNone` for layouts
+/// other than pooled) and return the pool's key if it uses one.
+fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
+    let pooled = opts.layout == Layout::Pooled;
+    match (opts.pool_protection, pooled) {
+        (PoolProtection::ProtectionKey, false) => Err(Error::Unsupported(
+            "PoolProtection::ProtectionKey applies to Layout::Pooled only".into(),
+        )),
+        (PoolProtection::ProtectionKey, true) => match pkey::pool_key() {
+            Ok(key) => Ok(Some(key)),
+            Err(why) => Err(Error::Unsupported(format!(
+                "PoolProtection::ProtectionKey: {why}"
+            ))),
+        },
+        (PoolProtection::Auto, true) if pkey::pool_key().is_ok() => {
+            opts.pool_protection = PoolProtection::ProtectionKey;
+            Ok(pkey::pool_key().ok())
+        }
+        (_, _) => {
+            opts.pool_protection = PoolProtection::ProtNone;
+            Ok(None)
+        }
     }
 }
 

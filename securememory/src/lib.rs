@@ -37,6 +37,7 @@ mod fork;
 mod mem;
 mod metrics;
 mod pool;
+mod pool_protection;
 mod reader;
 mod secret;
 mod store;
@@ -51,6 +52,7 @@ pub use error::{Error, MemlockReport, Result};
 pub use factory::{CoreDumps, Layout, Options, ProtectedFactory, SecretFactory};
 pub use metrics::{stats, Stats};
 pub use pool::MAX_SLOT as POOL_MAX_SLOT;
+pub use pool_protection::{protection_keys_status, PoolProtection};
 pub use reader::SecretReader;
 pub use secret::{AccessPath, Secret};
 

@@ -11,7 +11,14 @@
 //!
 //! Creating a secret in a free slot makes no mapping, locking or protection
 //! system call: one `pwrite` places the bytes. Closing makes one `pwrite`
-//! (the wipe). A chunk that becomes empty is returned to the operating
+//! (the wipe).
+//!
+//! A pool with [`PoolProtection::ProtectionKey`](crate::PoolProtection)
+//! keeps separate chunks tagged with a memory protection key instead
+//! (`mem::pkey`): read-write in the page tables, closed to every thread, and
+//! opened in the calling thread only for the copy into, out of, or over a
+//! slot. Creating, reading and closing a secret in a free slot then makes no
+//! system call at all. A chunk that becomes empty is returned to the operating
 //! system unless it is the only empty chunk of its class (hysteresis, so a
 //! create/close loop does not map and unmap a chunk each time).
 
@@ -20,9 +27,11 @@ use std::sync::{Arc, Mutex};
 use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
 use crate::factory::Source;
+use crate::mem::pkey::Pkey;
 use crate::mem::region::{BackingKind, Region, RegionSpec};
 use crate::mem::{scratch, sys};
 use crate::metrics;
+use crate::store::GENERATIONS;
 
 /// The largest secret the pool holds; larger ones get pages of their own.
 pub const MAX_SLOT: usize = 1024;
@@ -55,12 +64,34 @@ struct Class {
     hint: usize,
 }
 
-static CLASSES_STATE: [Mutex<Class>; CLASSES] = [const {
-    Mutex::new(Class {
-        chunks: Vec::new(),
-        hint: 0,
-    })
-}; CLASSES];
+/// The size classes of the two pools, per fork generation: `[g][0]` holds
+/// `PROT_NONE` chunks, `[g][1]` chunks tagged with the protection key. A
+/// secret never shares a page with secrets of the other kind. A fork child
+/// starts on tables of its own: its parent's chunks are not mapped in it
+/// (`MADV_DONTFORK`), and a parent thread may have held a class lock at the
+/// fork.
+type Classes = [Mutex<Class>; CLASSES];
+static CLASSES_STATE: [[Classes; 2]; GENERATIONS] = [const {
+    [const {
+        [const {
+            Mutex::new(Class {
+                chunks: Vec::new(),
+                hint: 0,
+            })
+        }; CLASSES]
+    }; 2]
+}; GENERATIONS];
+
+/// The class table of this fork generation for chunks with key `key` (or none).
+fn classes(key: Option<Pkey>) -> Result<&'static Classes> {
+    let generation = crate::fork::generation() as usize;
+    let tables = CLASSES_STATE.get(generation).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "pooled layout: fork chain deeper than {GENERATIONS} processes"
+        ))
+    })?;
+    Ok(&tables[usize::from(key.is_some())])
+}
 
 fn class_of(len: usize) -> usize {
     let size = len.max(MIN_SLOT).next_power_of_two();
@@ -75,6 +106,7 @@ pub(crate) fn slot_size(len: usize) -> Option<usize> {
 /// One secret's slot. Releasing it wipes it and gives it back.
 pub(crate) struct Slot {
     chunk: Arc<Chunk>,
+    key: Option<Pkey>,
     class: usize,
     id: usize,
     index: u32,
@@ -104,7 +136,7 @@ impl Slot {
             .wipe_in(self.offset(), self.chunk.slot_size);
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::observe_slot_wiped(self);
-        give_back(self.class, self.id, self.index);
+        give_back(self.key, self.class, self.id, self.index);
         wiped
     }
 
@@ -112,7 +144,7 @@ impl Slot {
         self.chunk.region.fork_gen()
     }
 
-    /// Address of the slot in its (`PROT_NONE`) chunk (tests, bench check).
+    /// Address of the slot in its chunk (tests, bench check).
     pub(crate) fn addr(&self) -> usize {
         self.chunk.region.data_addr() + self.offset()
     }
@@ -126,10 +158,16 @@ impl Slot {
     }
 }
 
-/// Take a slot for a secret of `len` bytes and write its bytes from `src`.
-pub(crate) fn create(len: usize, src: &mut Source<'_>, lock: LockPolicy) -> Result<Slot> {
+/// Take a slot for a secret of `len` bytes and write its bytes from `src`,
+/// in a chunk tagged with `key` (or a `PROT_NONE` one).
+pub(crate) fn create(
+    len: usize,
+    src: &mut Source<'_>,
+    lock: LockPolicy,
+    key: Option<Pkey>,
+) -> Result<Slot> {
     let class = class_of(len);
-    let slot = take(class, lock)?;
+    let slot = take(class, lock, key)?;
     let placed = match src {
         // The caller's bytes go straight into the slot.
         Source::Bytes(b) => slot.chunk.region.write_in(slot.offset(), b),
@@ -153,8 +191,8 @@ pub(crate) fn create(len: usize, src: &mut Source<'_>, lock: LockPolicy) -> Resu
     Ok(slot)
 }
 
-fn take(class: usize, lock: LockPolicy) -> Result<Slot> {
-    let mut c = CLASSES_STATE[class]
+fn take(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Slot> {
+    let mut c = classes(key)?[class]
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     let n = c.chunks.len();
@@ -171,7 +209,7 @@ fn take(class: usize, lock: LockPolicy) -> Result<Slot> {
         });
     let id = match found {
         Some(id) => id,
-        None => new_chunk(&mut c, class, lock)?,
+        None => new_chunk(&mut c, class, lock, key)?,
     };
     c.hint = id;
     let e = c.chunks[id].as_mut().expect("chosen chunk exists");
@@ -180,13 +218,14 @@ fn take(class: usize, lock: LockPolicy) -> Result<Slot> {
     metrics::pool_changed(0, 1, 0);
     Ok(Slot {
         chunk,
+        key,
         class,
         id,
         index,
     })
 }
 
-fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
+fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<usize> {
     let page = sys::page_size();
     // Readers without a scratch buffer of their own borrow the shared one:
     // reserve it before the pool can use up the locked-memory budget. If
@@ -209,7 +248,11 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
         backing: BackingKind::Memfd,
         lock,
     };
-    let region = Region::create(spec, |_| Ok(()))?;
+    let mut region = Region::create(spec, |_| Ok(()))?;
+    if let Some(key) = key {
+        // On failure the region is dropped: wiped, unlocked and unmapped.
+        region.tag_with_key(key)?;
+    }
     let slot_size = MIN_SLOT << class;
     let slots = (region.data_len() / slot_size) as u32;
     let entry = Entry {
@@ -236,10 +279,12 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy) -> Result<usize> {
     Ok(id)
 }
 
-fn give_back(class: usize, id: usize, index: u32) {
-    let mut c = CLASSES_STATE[class]
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+/// Runs only in the generation that made the chunk (see `Slot::release`).
+fn give_back(key: Option<Pkey>, class: usize, id: usize, index: u32) {
+    let Ok(classes) = classes(key) else {
+        return;
+    };
+    let mut c = classes[class].lock().unwrap_or_else(|p| p.into_inner());
     let Some(e) = c.chunks[id].as_mut() else {
         return;
     };

@@ -35,7 +35,7 @@ const GROW_BY: u64 = 16 << 20;
 /// Reuse skips a page allocation and a `fallocate` per secret.
 const KEEP_FREED: u64 = 1 << 20;
 /// Fork generations (depth of the fork chain) that can have a store.
-const GENERATIONS: usize = 16;
+pub(crate) const GENERATIONS: usize = 16;
 
 /// One memory file and the allocator of its pages.
 pub(crate) struct Store {

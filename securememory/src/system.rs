@@ -109,27 +109,41 @@ pub fn report() -> SystemReport {
     }
 }
 
-/// Whether any mapping overlapping `[start, end)` is readable, per
-/// `/proc/self/maps`.
+/// Whether any mapping overlapping `[start, end)` is readable by the calling
+/// thread, per `/proc/self/smaps`: its permissions allow reading and its
+/// protection key (if any) is open in this thread's PKRU.
 pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    for line in maps.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Some((lo, hi)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-        else {
-            continue;
-        };
-        if lo < end && start < hi && perms.starts_with('r') {
-            return Ok(true);
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    // The mapping being read (readable by its permissions), until its
+    // `ProtectionKey:` line, if any, says otherwise.
+    let mut current: Option<bool> = None;
+    for line in smaps.lines() {
+        if let Some(readable) = vma_header(line, start, end) {
+            if current == Some(true) {
+                return Ok(true);
+            }
+            current = Some(readable);
+        } else if let Some(key) = line.strip_prefix("ProtectionKey:") {
+            if current == Some(true) {
+                let key = key.trim().parse().unwrap_or(0);
+                current = Some(crate::mem::pkey::thread_may_read(key));
+            }
         }
     }
-    Ok(false)
+    Ok(current == Some(true))
+}
+
+/// For a mapping's header line of smaps: whether it overlaps `[start, end)`
+/// with read permission. `None` for the other lines.
+fn vma_header(line: &str, start: usize, end: usize) -> Option<bool> {
+    let mut parts = line.split_whitespace();
+    let (range, perms) = (parts.next()?, parts.next()?);
+    let (lo, hi) = range.split_once('-')?;
+    let (lo, hi) = (
+        usize::from_str_radix(lo, 16).ok()?,
+        usize::from_str_radix(hi, 16).ok()?,
+    );
+    Some(lo < end && start < hi && perms.starts_with('r'))
 }
 
 /// The kernel floor of `securememory bench`: time `iterations` rounds of

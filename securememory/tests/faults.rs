@@ -24,7 +24,8 @@
 //! | MADV_WIPEONFORK / MADV_DONTFORK | Madvise #1 | Madvise #1 | Madvise #1 |
 //! | fill (`create_random`) | Random #0 | Random #1 | Random #0 (in scratch) |
 //! | hide | ProtectNone #0 | ProtectNone #0 | ProtectNone #0 |
-//! | pooled: place the bytes | - | - | Pwrite #0 |
+//! | pooled with a protection key: tag the chunk | - | - | PkeyMprotect #0 |
+//! | pooled: place the bytes | - | - | Pwrite #0 (none with a protection key) |
 
 #[macro_use]
 mod common;
@@ -271,6 +272,15 @@ fn creation_cases(cfg: &Config, len: usize) -> Vec<Case> {
         "mprotect(PROT_NONE) once the pages are filled",
         protect_failed("none", EACCES),
     ));
+    if cfg.uses_key() && slotted(cfg, len) {
+        v.push(case(
+            FaultOp::PkeyMprotect,
+            0,
+            ENOSPC,
+            "pkey_mprotect tagging the new chunk with the pool's key",
+            protect_failed("read-write with a protection key", ENOSPC),
+        ));
+    }
     v
 }
 
@@ -564,7 +574,8 @@ child_test! {
     /// a damaged canary) and the memory is released all the same.
     fn pread_failure_is_access_failed() {
         let failed = |e: &Error| matches!(e, Error::AccessFailed(io) if io.raw_os_error() == Some(EIO));
-        for cfg in copy_configs() {
+        // A protection-key pool reads by a user-space copy: no pread to fail.
+        for cfg in copy_configs().into_iter().filter(|c| !c.uses_key()) {
             let len = 100;
             warm_up(&cfg, len);
             let what = cfg.name;
@@ -611,7 +622,7 @@ child_test! {
     /// released all the same.
     fn pwrite_failure_is_access_failed() {
         let failed = |e: &Error| matches!(e, Error::AccessFailed(io) if io.raw_os_error() == Some(EIO));
-        let pooled = all().into_iter().find(|c| c.is_pooled()).unwrap();
+        let pooled = all().into_iter().find(|c| c.is_pooled() && !c.uses_key()).unwrap();
         warm_up(&pooled, 100);
         for how in [Ctor::New, Ctor::Random, Ctor::Reader] {
             let slots = stats().pool_slots_used;
@@ -619,7 +630,8 @@ child_test! {
             expect_creation_fails(&pooled, 100, how, &c);
             assert_eq!(stats().pool_slots_used, slots, "{how:?}: slot not given back");
         }
-        for cfg in all().into_iter().filter(|c| c.backend() == Backend::Memfd) {
+        // A protection-key pool wipes by user-space stores: no pwrite to fail.
+        for cfg in all().into_iter().filter(|c| c.backend() == Backend::Memfd && !c.uses_key()) {
             warm_up(&cfg, 100);
             let base = Footprint::now();
             let slots = stats().pool_slots_used;

@@ -23,14 +23,17 @@ fn fork_child_makes_secrets_of_its_own() {
             if !matches!(parents.with_bytes(|_| ()), Err(Error::Forked)) {
                 return 2;
             }
-            let own = match factory.new(&mut b"child's own secret".to_vec()) {
+            // The same length as the parent's: a pooled secret of the same
+            // size class, where the parent's chunk still has free slots
+            // that are not mapped in the child.
+            let own = match factory.new(&mut b"child's secret!".to_vec()) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("child could not create a secret: {e}");
                     return 3;
                 }
             };
-            match own.with_bytes(|b| b == b"child's own secret") {
+            match own.with_bytes(|b| b == b"child's secret!") {
                 Ok(true) => {}
                 other => {
                     eprintln!("child's secret read back wrong: {other:?}");

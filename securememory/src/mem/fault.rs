@@ -29,6 +29,8 @@ pub enum Op {
     Pwrite,
     /// `getrandom`
     Random,
+    /// `pkey_mprotect`
+    PkeyMprotect,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -1,9 +1,10 @@
 //! The lowest layer: the only code with `unsafe`. System calls (`sys`),
-//! owned mappings (`region`), the per-thread scratch buffer (`scratch`),
+//! owned mappings (`region`), memory protection keys (`pkey`), the per-thread scratch buffer (`scratch`),
 //! the benchmark's kernel floor (`floor`) and fault injection for tests (`fault`).
 
 pub(crate) mod fault;
 pub(crate) mod floor;
+pub(crate) mod pkey;
 pub(crate) mod region;
 pub(crate) mod scratch;
 pub(crate) mod sys;

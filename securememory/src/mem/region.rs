@@ -23,12 +23,17 @@
 //! - `Anonymous`: a private anonymous mapping, `MADV_WIPEONFORK`.
 //! - `Memfd`: a range of the process-wide memory file (`store`), mapped
 //!   shared, `MADV_DONTFORK`. Reads go through `pread` on the file.
+//!   A pool chunk may instead be tagged with a protection key
+//!   ([`Region::tag_with_key`]): read-write in the page tables, closed to
+//!   every thread by its PKRU, and copied to and from in user space with the
+//!   key open in the copying thread for the copy alone (see `pkey`).
 //! - `MemfdSecret`: a `memfd_secret` file of its own, mapped shared,
 //!   `MADV_DONTFORK`; the kernel locks these pages itself and removes them
 //!   from its direct map.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::pkey::{self, Pkey};
 use super::sys::{self, Advice, Prot};
 use crate::access::{Entered, Window};
 use crate::budget::{self, LockPolicy};
@@ -71,6 +76,8 @@ pub(crate) struct Region {
     released: AtomicBool,
     /// Set when the pages could not be hidden after a window and were wiped.
     hide_failed: AtomicBool,
+    /// The protection key the data pages are tagged with, if any.
+    key: Option<Pkey>,
 }
 
 // SAFETY: the raw pointers name a mapping this value owns exclusively; all
@@ -143,6 +150,7 @@ impl Region {
             fork_gen: fork::generation(),
             released: AtomicBool::new(false),
             hide_failed: AtomicBool::new(false),
+            key: None,
         };
         region.map(spec.guard, spec.lock)?;
 
@@ -367,16 +375,56 @@ impl Region {
         unsafe { std::slice::from_raw_parts(self.data.add(off), len) }
     }
 
-    /// Copy `[off, off + buf.len())` of the data pages into `buf` with a
-    /// kernel copy from the memory file; the mapping stays `PROT_NONE`.
+    /// Tag the data pages with protection key `key`: they become read-write
+    /// in the page tables and closed to every thread by the key. From then
+    /// on [`copy_out`](Self::copy_out), [`write_in`](Self::write_in) and the
+    /// wipe are user-space copies with the key open in this thread only.
+    pub(crate) fn tag_with_key(&mut self, key: Pkey) -> Result<(), Error> {
+        // SAFETY: the data pages are ours and PROT_NONE so far: no reference
+        // into them exists.
+        unsafe { pkey::protect_with(self.data, self.data_len, key) }.map_err(|source| {
+            Error::ProtectFailed {
+                to: "read-write with a protection key",
+                source,
+            }
+        })?;
+        self.key = Some(key);
+        Ok(())
+    }
+
+    /// Panic unless `[off, off + len)` lies inside the data pages.
+    fn check_range(&self, off: usize, len: usize) {
+        assert!(
+            off.checked_add(len).is_some_and(|end| end <= self.data_len),
+            "range outside the data pages"
+        );
+    }
+
+    /// Copy `[off, off + buf.len())` of the data pages into `buf`: a kernel
+    /// copy from the memory file (the mapping stays `PROT_NONE`), or for
+    /// keyed pages a user-space copy with the key open for the copy alone.
     #[inline]
     pub(crate) fn copy_out(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        if let Some(key) = self.key {
+            self.check_range(off, buf.len());
+            // SAFETY: the range is inside our keyed data pages (checked);
+            // callers serialise writers of a range (slot owner, close).
+            unsafe { pkey::copy_out(key, self.data.add(off), buf) };
+            return Ok(());
+        }
         let fd = self.store_fd()?;
         sys::pread_exact(fd, buf, self.file_off + off as u64).map_err(Error::AccessFailed)
     }
 
-    /// Write `bytes` at `off` of the data pages through the memory file.
+    /// Write `bytes` at `off` of the data pages: through the memory file, or
+    /// for keyed pages by a user-space copy with the key open.
     pub(crate) fn write_in(&self, off: usize, bytes: &[u8]) -> Result<(), Error> {
+        if let Some(key) = self.key {
+            self.check_range(off, bytes.len());
+            // SAFETY: as in `copy_out`; the caller owns this range alone.
+            unsafe { pkey::copy_in(key, self.data.add(off), bytes) };
+            return Ok(());
+        }
         let fd = self.store_fd()?;
         sys::pwrite_all(fd, bytes, self.file_off + off as u64).map_err(Error::AccessFailed)
     }
@@ -398,6 +446,12 @@ impl Region {
 
     /// Zero `[off, off + len)` of the data pages (memory file only).
     fn zero_in(&self, off: usize, len: usize) -> Result<(), Error> {
+        if let Some(key) = self.key {
+            self.check_range(off, len);
+            // SAFETY: as in `write_in`.
+            unsafe { pkey::wipe(key, self.data.add(off), len) };
+            return Ok(());
+        }
         const ZEROS: [u8; 4096] = [0; 4096];
         let mut done = 0;
         while done < len {

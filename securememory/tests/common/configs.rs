@@ -1,7 +1,7 @@
 //! The factory configurations the tests run in: backend x layout x access
 //! path, `MemfdSecret` ones left out (loudly) where the kernel lacks it.
 
-use securememory::{AccessPath, Backend, Layout, Options, ProtectedFactory};
+use securememory::{AccessPath, Backend, Layout, Options, PoolProtection, ProtectedFactory};
 
 /// One configuration of the factory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,10 @@ impl Config {
     }
     pub fn is_pooled(&self) -> bool {
         self.opts.layout == Layout::Pooled
+    }
+    /// Whether pool chunks carry a protection key (`PoolProtection::ProtectionKey`).
+    pub fn uses_key(&self) -> bool {
+        self.opts.pool_protection == PoolProtection::ProtectionKey
     }
     pub fn is_guarded(&self) -> bool {
         self.opts.layout == Layout::Guarded
@@ -74,35 +78,56 @@ pub fn memfd_secret_or_skip(what: &str) -> bool {
     }
 }
 
+/// Whether memory protection keys work here; if not, prints a loud
+/// `SKIPPED:` line naming `what` and returns `false`.
+pub fn protection_keys_or_skip(what: &str) -> bool {
+    match securememory::protection_keys_status() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("SKIPPED: {what}: protection keys are unavailable on this machine: {why}");
+            false
+        }
+    }
+}
+
 /// Every valid configuration: the three backends, the three layouts (pooled
-/// is memfd only) and, on memfd, both access paths. `MemfdSecret` ones are
+/// is memfd only, with `PROT_NONE` pages or a protection key) and, on
+/// memfd, both access paths. `MemfdSecret` ones are
 /// left out, with a loud `SKIPPED:` line, where the kernel refuses
 /// `memfd_secret`.
 pub fn all() -> Vec<Config> {
     use AccessPath::{Copy, Window};
     use Backend::{Anonymous, Memfd, MemfdSecret};
     use Layout::{Guarded, Page, Pooled};
-    let table: [(&'static str, Backend, Layout, AccessPath); 9] = [
+    let table: [(&'static str, Backend, Layout, AccessPath); 10] = [
         ("memfd-page-copy", Memfd, Page, Copy),
         ("memfd-page-window", Memfd, Page, Window),
         ("memfd-guarded-copy", Memfd, Guarded, Copy),
         ("memfd-guarded-window", Memfd, Guarded, Window),
         ("memfd-pooled-copy", Memfd, Pooled, Copy),
+        ("memfd-pooled-pkey-copy", Memfd, Pooled, Copy),
         ("anonymous-page-window", Anonymous, Page, Window),
         ("anonymous-guarded-window", Anonymous, Guarded, Window),
         ("memfdsecret-page-window", MemfdSecret, Page, Window),
         ("memfdsecret-guarded-window", MemfdSecret, Guarded, Window),
     ];
     let secret_ok = memfd_secret_or_skip("Backend::MemfdSecret configurations");
+    let pkey_ok = protection_keys_or_skip("the PoolProtection::ProtectionKey configuration");
     table
         .into_iter()
         .filter(|&(_, b, _, _)| b != MemfdSecret || secret_ok)
+        .filter(|&(name, ..)| !name.contains("pkey") || pkey_ok)
         .map(|(name, backend, layout, access)| Config {
             name,
             opts: Options::default()
                 .backend(backend)
                 .layout(layout)
-                .access(access),
+                .access(access)
+                .pool_protection(if name.contains("pkey") {
+                    PoolProtection::ProtectionKey
+                } else {
+                    PoolProtection::ProtNone
+                }),
         })
         .collect()
 }

@@ -1,0 +1,191 @@
+//! Memory protection keys (x86 PKU): the pool's syscall-free alternative to
+//! `PROT_NONE`.
+//!
+//! A page tagged with a key is read-write in the page tables, but every
+//! access to it, by user code and by the kernel acting for the thread
+//! (`write(2)` from it fails with `EFAULT`), is checked against the calling
+//! thread's PKRU register. The key is allocated access-disabled; threads
+//! start with every key but 0 disabled and signal handlers run with that
+//! default too. The library opens the key in the *current thread only* for
+//! a leaf copy into, out of, or over a slot, and closes it before any
+//! caller code runs. Opening and closing is the `WRPKRU` instruction: no
+//! system call.
+//!
+//! References: pkeys(7), pkey_alloc(2), pkey_mprotect(2); Intel SDM vol. 3A
+//! section 4.6.2 "Protection Keys".
+
+use std::io;
+use std::sync::OnceLock;
+
+use super::fault::{self, Op};
+
+/// An allocated protection key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pkey(u32);
+
+impl Pkey {
+    /// PKRU bits of this key: access-disable and write-disable.
+    fn bits(self) -> u32 {
+        0b11 << (2 * self.0)
+    }
+}
+
+/// The process's pool key, allocated on first use: `Ok`, or why there is
+/// none. One key serves every pool chunk (there are only 15).
+pub(crate) fn pool_key() -> Result<Pkey, String> {
+    static KEY: OnceLock<Result<Pkey, String>> = OnceLock::new();
+    KEY.get_or_init(alloc).clone()
+}
+
+/// `PKEY_DISABLE_ACCESS` of pkey_alloc(2) (not in the `libc` crate).
+#[cfg(target_arch = "x86_64")]
+const PKEY_DISABLE_ACCESS: libc::c_ulong = 0x1;
+
+#[cfg(target_arch = "x86_64")]
+fn alloc() -> Result<Pkey, String> {
+    // SAFETY: pkey_alloc takes two integers and touches no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pkey_alloc,
+            0 as libc::c_ulong,
+            PKEY_DISABLE_ACCESS,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOSYS) => "the kernel has no pkey_alloc (needs Linux 4.9+ with CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS)".into(),
+            Some(libc::ENOSPC | libc::EINVAL) => format!("no protection key available (the CPU or kernel lacks pku/ospke, or all 15 keys are taken): {e}"),
+            _ => format!("pkey_alloc failed: {e}"),
+        });
+    }
+    Ok(Pkey(r as u32))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn alloc() -> Result<Pkey, String> {
+    Err("protection keys are supported on x86_64 only".into())
+}
+
+/// Give `[addr, addr + len)` read-write protection and `key`.
+///
+/// # Safety
+/// The range must be a mapping the caller owns.
+///
+/// # References
+/// - pkey_mprotect(2)
+pub(crate) unsafe fn protect_with(addr: *mut u8, len: usize, key: Pkey) -> io::Result<()> {
+    fault::check(Op::PkeyMprotect)?;
+    // SAFETY: changes protection of a range the caller owns; no reference
+    // into it exists yet (the pages were PROT_NONE).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pkey_mprotect,
+            addr,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            key.0 as libc::c_int,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn read_pkru() -> u32 {
+    let pkru: u32;
+    // SAFETY: RDPKRU reads a register; it is only reached once `pool_key`
+    // has succeeded, which means the CPU and kernel enabled PKU (OSPKE).
+    // Not `nomem`/`pure`, so it is never merged across a WRPKRU.
+    unsafe {
+        std::arch::asm!("rdpkru", in("ecx") 0u32, out("eax") pkru, out("edx") _,
+            options(nostack, preserves_flags));
+    }
+    pkru
+}
+
+#[cfg(target_arch = "x86_64")]
+fn write_pkru(pkru: u32) {
+    // SAFETY: WRPKRU sets this thread's key rights (PKU is enabled, see
+    // `read_pkru`). Without `nomem` the compiler treats it as touching
+    // memory, so no access to keyed pages is moved across it; the CPU does
+    // not execute later loads or stores before it completes.
+    unsafe {
+        std::arch::asm!("wrpkru", in("eax") pkru, in("ecx") 0u32, in("edx") 0u32,
+            options(nostack, preserves_flags));
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn read_pkru() -> u32 {
+    unreachable!("no protection key exists on this architecture")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn write_pkru(_: u32) {
+    unreachable!("no protection key exists on this architecture")
+}
+
+/// Whether the calling thread may read pages tagged with key `number` now.
+/// Key 0 (untagged pages) is always readable; without PKU every page is
+/// untagged.
+pub(crate) fn thread_may_read(number: u32) -> bool {
+    if number == 0 || pool_key().is_err() {
+        return true;
+    }
+    read_pkru() & (1 << (2 * number)) == 0
+}
+
+/// Run `f` with `key` open in this thread, then close it: on return and on
+/// unwind, and closed even if it was open before (no code outside the
+/// library may hold it open). Not reentrant: `f` is a leaf copy.
+fn with_open<R>(key: Pkey, f: impl FnOnce() -> R) -> R {
+    struct CloseOnDrop(u32);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            write_pkru(self.0);
+        }
+    }
+    let pkru = read_pkru();
+    let _close = CloseOnDrop(pkru | key.bits());
+    write_pkru(pkru & !key.bits());
+    f()
+}
+
+/// Copy `dst.len()` bytes from keyed memory at `src` into `dst`.
+///
+/// # Safety
+/// `[src, src + dst.len())` must be mapped, tagged with `key` and owned by
+/// the caller, with no concurrent writer.
+pub(crate) unsafe fn copy_out(key: Pkey, src: *const u8, dst: &mut [u8]) {
+    with_open(key, || {
+        // SAFETY: the caller guarantees the source range; `dst` is a
+        // distinct ordinary buffer, so they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) }
+    })
+}
+
+/// Copy `src` into keyed memory at `dst`.
+///
+/// # Safety
+/// `[dst, dst + src.len())` must be mapped, tagged with `key` and owned by
+/// the caller, with no concurrent reader or writer.
+pub(crate) unsafe fn copy_in(key: Pkey, dst: *mut u8, src: &[u8]) {
+    with_open(key, || {
+        // SAFETY: the caller guarantees the destination range; `src` is
+        // ordinary memory, so they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+    })
+}
+
+/// Zero keyed memory `[dst, dst + len)` with stores the compiler keeps.
+///
+/// # Safety
+/// As for [`copy_in`].
+pub(crate) unsafe fn wipe(key: Pkey, dst: *mut u8, len: usize) {
+    // SAFETY: forwarded to the caller; the key is open for the wipe.
+    with_open(key, || unsafe { super::sys::wipe(dst, len) })
+}

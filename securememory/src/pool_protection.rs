@@ -1,0 +1,54 @@
+//! How the pool keeps its shared pages unreadable at rest.
+
+/// How pooled secrets ([`Layout::Pooled`](crate::Layout::Pooled)) are kept
+/// unreadable outside an access. Ignored by the other layouts (an explicit
+/// [`ProtectionKey`](PoolProtection::ProtectionKey) with them is refused).
+///
+/// | | `ProtNone` (default) | `ProtectionKey` |
+/// |---|---|---|
+/// | pool pages in the page tables | `PROT_NONE`, always | read-write, tagged with a protection key |
+/// | who can read a slot at rest | no thread | no thread (every thread's PKRU denies the key) |
+/// | during an access | nobody: the bytes are copied into the thread's scratch buffer | the same; the key is open in the copying thread only, for the copy alone |
+/// | create / read / close in a free slot | one `pwrite` / one `pread` / one `pwrite` | no system call |
+/// | stray pointer, `write(2)` from a slot | `SIGSEGV` / `EFAULT` | `SIGSEGV` (`SEGV_PKUERR`) / `EFAULT` |
+/// | needs | Linux | x86_64 with PKU (`pku` and `ospke` CPU flags) |
+///
+/// Both keep the pages locked, out of core dumps and out of fork children.
+/// What the key does not stop: code that runs in the process and executes
+/// `WRPKRU` itself (as code that can call `mprotect` defeats `PROT_NONE`),
+/// a thread started from inside the library's copy (none is), reads through
+/// `/proc/<pid>/mem` or `ptrace` (which bypass `PROT_NONE` as well), and on
+/// CPUs affected by the Meltdown-PK flaw, speculative reads.
+///
+/// ```
+/// use securememory::{Layout, Options, PoolProtection, ProtectedFactory, SecretFactory};
+/// // The protection key where the machine has one, PROT_NONE pages otherwise.
+/// let factory = ProtectedFactory::new(
+///     Options::default().layout(Layout::Pooled).pool_protection(PoolProtection::Auto),
+/// )?;
+/// let key = factory.create_random(32)?;
+/// assert_eq!(key.with_bytes(|b| b.len())?, 32);
+/// # Ok::<(), securememory::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PoolProtection {
+    /// Pool pages are `PROT_NONE` for their whole life; slots are written,
+    /// read and wiped by kernel copies on the memory file.
+    #[default]
+    ProtNone,
+    /// Pool pages carry a memory protection key that every thread's PKRU
+    /// denies; the library opens it in the calling thread for each copy
+    /// alone. No system call per create, read or close. Refused with
+    /// [`Error::Unsupported`](crate::Error::Unsupported) where the machine
+    /// has no protection keys (see [`protection_keys_status`]).
+    ProtectionKey,
+    /// `ProtectionKey` where available, else `ProtNone`.
+    Auto,
+}
+
+/// Whether memory protection keys work in this process: `Ok`, or why not.
+/// The first call allocates the key the pool uses (one of the 15 a process
+/// has), access-disabled in every thread.
+pub fn protection_keys_status() -> Result<(), String> {
+    crate::mem::pkey::pool_key().map(|_| ())
+}
