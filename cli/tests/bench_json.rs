@@ -1,7 +1,7 @@
 //! `securememory bench --quick --json` prints exactly one JSON object of the
 //! documented shape on stdout: every row of every implementation in both
 //! thread forms, each with a path and a positive, finite ns/op and ratio,
-//! plus the capacity and the pooled-vs-page figure. The quick run takes
+//! plus the capacity and the pooled-vs-page figures. The quick run takes
 //! about 20 s; no timing is asserted, only shape and sanity.
 
 use std::collections::BTreeSet;
@@ -55,11 +55,23 @@ fn bench_quick_json_has_the_documented_shape() {
             "floor_ns",
             "rows",
             "capacity_32b",
-            "pooled_vs_page_new_close"
+            "pooled_vs_page_new_close",
+            "pooled_pkey_vs_page_new_close"
         ])
     );
     positive_finite(&v["floor_ns"], "floor_ns");
     positive_finite(&v["pooled_vs_page_new_close"], "pooled_vs_page_new_close");
+    let keys_ok = securememory::protection_keys_status().is_ok();
+    if keys_ok {
+        positive_finite(
+            &v["pooled_pkey_vs_page_new_close"],
+            "pooled_pkey_vs_page_new_close",
+        );
+    } else {
+        eprintln!("SKIPPED: pooled-pkey rows: this machine has no protection keys");
+        assert!(v["pooled_pkey_vs_page_new_close"].is_null());
+        assert!(stderr.contains("pooled-pkey rows SKIPPED"), "{stderr}");
+    }
     assert!(
         v["capacity_32b"]
             .as_u64()
@@ -69,6 +81,9 @@ fn bench_quick_json_has_the_documented_shape() {
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let mut impls = vec!["protected", "guarded", "pooled", "anonymous-window"];
+    if keys_ok {
+        impls.push("pooled-pkey");
+    }
     if securememory_memfd_secret_ok(&stderr) {
         impls.push("memfd_secret");
     }

@@ -14,7 +14,9 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use securememory::{Backend, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory};
+use securememory::{
+    Backend, Error, Layout, Options, PoolProtection, ProtectedFactory, Secret, SecretFactory,
+};
 
 const KEY: [u8; 32] = *b"0123456789abcdef0123456789ABCDEF";
 
@@ -88,6 +90,17 @@ fn impls() -> Vec<(&'static str, ProtectedFactory)> {
             make(Options::default().backend(Backend::Anonymous)),
         ),
     ];
+    match securememory::protection_keys_status() {
+        Ok(()) => v.push((
+            "pooled-pkey",
+            make(
+                Options::default()
+                    .layout(Layout::Pooled)
+                    .pool_protection(PoolProtection::ProtectionKey),
+            ),
+        )),
+        Err(why) => eprintln!("!!! pooled-pkey benches SKIPPED: {why}"),
+    }
     match securememory::memfd_secret_status() {
         Ok(()) => v.push((
             "memfd_secret",

@@ -1,5 +1,6 @@
 //! After each row: the shared secret still holds its bytes and is not
-//! readable at rest (from `/proc/self/maps`); for the creation rows, a
+//! readable at rest (from `/proc/self/smaps` and, for keyed pages, this
+//! thread's protection-key rights); for the creation rows, a
 //! freshly made secret is not either. Any failure stops the bench loudly.
 
 use securememory::Secret;
@@ -39,11 +40,11 @@ fn at_rest(op: Op, imp: &str, secret: &Secret) -> Result<(), String> {
         Ok(false) => Ok(()),
         Ok(true) => Err(format!(
             "GUARANTEE BROKEN: after row {} / {imp} the secret's pages are READABLE at rest \
-             (/proc/self/maps shows a readable mapping over its bytes with no access in flight)",
+             (a mapping over its bytes is readable by this thread with no access in flight)",
             op.name()
         )),
         Err(e) => Err(format!(
-            "cannot check the at-rest protection after row {} / {imp}: reading /proc/self/maps failed: {e}",
+            "cannot check the at-rest protection after row {} / {imp}: reading /proc/self/smaps failed: {e}",
             op.name()
         )),
     }

@@ -1,6 +1,6 @@
 //! The implementations compared, by the name each row reports in `"impl"`.
 
-use securememory::{Backend, Layout, Options, ProtectedFactory};
+use securememory::{Backend, Layout, Options, PoolProtection, ProtectedFactory};
 
 /// One implementation: a name and the factory that makes its secrets.
 pub struct Impl {
@@ -17,7 +17,9 @@ fn with(name: &'static str, opts: Options) -> Result<Impl, String> {
 /// Every implementation this machine can run, in table order:
 /// - `protected`: `ProtectedFactory::default()` (memfd, one page per secret, copy path);
 /// - `guarded`: guard pages and a canary (`Layout::Guarded`);
-/// - `pooled`: small secrets packed into shared pages (`Layout::Pooled`);
+/// - `pooled`: small secrets packed into shared `PROT_NONE` pages (`Layout::Pooled`);
+/// - `pooled-pkey`: the same pool with `PoolProtection::ProtectionKey`, where
+///   the machine has protection keys (a note says so otherwise);
 /// - `anonymous-window`: a reference, Asherah Go's exact design (private
 ///   anonymous pages, an `mprotect` window per access);
 /// - `memfd_secret`: a reference, `memfd_secret` pages read through a
@@ -30,11 +32,22 @@ pub fn available(notes: &mut Vec<String>) -> Result<Vec<Impl>, String> {
         },
         with("guarded", Options::default().layout(Layout::Guarded))?,
         with("pooled", Options::default().layout(Layout::Pooled))?,
-        with(
-            "anonymous-window",
-            Options::default().backend(Backend::Anonymous),
-        )?,
     ];
+    match securememory::protection_keys_status() {
+        Ok(()) => impls.push(with(
+            "pooled-pkey",
+            Options::default()
+                .layout(Layout::Pooled)
+                .pool_protection(PoolProtection::ProtectionKey),
+        )?),
+        Err(why) => notes.push(format!(
+            "!!! pooled-pkey rows SKIPPED: protection keys are not available here: {why}"
+        )),
+    }
+    impls.push(with(
+        "anonymous-window",
+        Options::default().backend(Backend::Anonymous),
+    )?);
     match securememory::memfd_secret_status() {
         Ok(()) => impls.push(with(
             "memfd_secret",

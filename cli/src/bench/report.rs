@@ -100,6 +100,8 @@ struct Json<'a> {
     rows: &'a [Row],
     capacity_32b: u64,
     pooled_vs_page_new_close: f64,
+    /// `null` where the machine has no protection keys.
+    pooled_pkey_vs_page_new_close: f64,
 }
 
 fn limit(v: Option<u64>) -> String {
@@ -143,9 +145,9 @@ impl Report {
             .map_or(f64::NAN, |r| r.ns_per_op)
     }
 
-    /// One-page new+close over pooled new+close, one thread.
-    fn pooled_vs_page(&self) -> f64 {
-        self.ns("new_close", "protected", 1) / self.ns("new_close", "pooled", 1)
+    /// One-page new+close over the new+close of `pool` (an impl name), one thread.
+    fn pooled_vs_page(&self, pool: &str) -> f64 {
+        self.ns("new_close", "protected", 1) / self.ns("new_close", pool, 1)
     }
 
     /// The JSON object (`--json`).
@@ -154,7 +156,8 @@ impl Report {
             floor_ns: self.header.floor_ns,
             rows: &self.rows,
             capacity_32b: self.pooled.held,
-            pooled_vs_page_new_close: self.pooled_vs_page(),
+            pooled_vs_page_new_close: self.pooled_vs_page("pooled"),
+            pooled_pkey_vs_page_new_close: self.pooled_vs_page("pooled-pkey"),
         }
     }
 
@@ -233,11 +236,15 @@ impl Report {
             out,
             "  (Asherah Go, one page per secret: 2048 under an 8 MiB limit)"
         );
-        let _ = writeln!(
-            out,
-            "new_close, one page (protected) / pooled, one thread: {:.1}x",
-            self.pooled_vs_page()
-        );
+        for pool in ["pooled", "pooled-pkey"] {
+            let ratio = self.pooled_vs_page(pool);
+            if ratio.is_finite() {
+                let _ = writeln!(
+                    out,
+                    "new_close, one page (protected) / {pool}, one thread: {ratio:.1}x"
+                );
+            }
+        }
         for n in &self.notes {
             let _ = writeln!(out, "NOTE: {n}");
         }

@@ -51,9 +51,11 @@ fn pipe_handler(pattern: &str) -> Option<String> {
 }
 
 pub(super) fn protection_keys(r: &SystemReport) -> ProtectionKeys {
+    let status = securememory::protection_keys_status();
     ProtectionKeys {
         present: r.protection_keys,
-        used: false,
+        usable: status.is_ok(),
+        reason: status.err(),
     }
 }
 

@@ -76,9 +76,12 @@ pub(super) struct Mappings {
 
 #[derive(Serialize)]
 pub(super) struct ProtectionKeys {
+    /// `pku` and `ospke` in `/proc/cpuinfo`.
     pub(super) present: bool,
-    /// Not used by securememory yet.
-    pub(super) used: bool,
+    /// Whether the pool can use one (`PoolProtection::ProtectionKey`).
+    pub(super) usable: bool,
+    /// Why not, when not usable.
+    pub(super) reason: Option<String>,
 }
 
 #[derive(Serialize)]

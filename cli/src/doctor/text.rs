@@ -206,15 +206,26 @@ fn render_mappings(o: &mut String, f: &Findings) {
 }
 
 fn render_protection_keys(o: &mut String, f: &Findings) {
+    let k = &f.protection_keys;
     let _ = writeln!(
         o,
-        "\nProtection keys (pku): {} (informational: securememory does not use them yet)",
-        if f.protection_keys.present {
-            "present"
-        } else {
-            "not present"
-        }
+        "\nProtection keys (pku): {} in the CPU flags",
+        if k.present { "present" } else { "not present" }
     );
+    match &k.reason {
+        None => {
+            let _ = writeln!(
+                o,
+                "  usable: yes. PoolProtection::ProtectionKey (or Auto) creates, reads and closes pooled secrets with no system call"
+            );
+        }
+        Some(why) => {
+            let _ = writeln!(
+                o,
+                "  usable: no ({why}); pooled secrets use PROT_NONE pages and kernel copies"
+            );
+        }
+    }
 }
 
 fn render_backends(o: &mut String, f: &Findings) {
