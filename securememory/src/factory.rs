@@ -27,9 +27,11 @@ pub enum Layout {
     Guarded,
     /// Small secrets (up to [`pool::MAX_SLOT`](crate::POOL_MAX_SLOT) bytes)
     /// share locked pages, fenced by guard pages; larger ones get pages of
-    /// their own. Needs the memfd backend: pool pages are never made
-    /// readable, every read is a kernel copy, so a secret's page-mates are
-    /// not exposed while it is read.
+    /// their own. Needs the memfd backend. Every read is a copy into the
+    /// reader's scratch buffer (a kernel copy, or with
+    /// [`PoolProtection::ProtectionKey`] a user-space copy with the key open
+    /// in that thread for the copy alone), so a secret's page-mates are not
+    /// exposed while it is read.
     Pooled,
 }
 

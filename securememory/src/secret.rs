@@ -179,13 +179,14 @@ impl Secret {
         self.backend
     }
 
-    /// Whether any user-space mapping of this secret's bytes is readable
-    /// right now, read from `/proc/self/maps`. At rest (no access in flight)
-    /// this is `false`; the benchmark checks it after every row. For a
-    /// closed secret, `false`.
+    /// Whether any user-space mapping of this secret's bytes is readable by
+    /// the calling thread right now: its permissions in `/proc/self/smaps`,
+    /// and for pages tagged with a protection key, whether this thread's
+    /// PKRU opens the key. At rest (no access in flight) this is `false`;
+    /// the benchmark checks it after every row. For a closed secret, `false`.
     ///
     /// # Errors
-    /// When `/proc/self/maps` cannot be read.
+    /// When `/proc/self/smaps` cannot be read.
     pub fn is_readable_now(&self) -> std::io::Result<bool> {
         if self.is_closed() {
             return Ok(false);
