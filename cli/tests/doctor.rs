@@ -169,6 +169,10 @@ fn json_report_matches_what_this_process_reads() {
     let usable = securememory::protection_keys_status().is_ok();
     assert_eq!(j["protection_keys"]["usable"], usable);
     assert_eq!(j["protection_keys"]["reason"].is_null(), usable);
+    assert_eq!(
+        j["protection_keys"]["resists_speculation"],
+        securememory::keys_resist_speculation()
+    );
 
     let b = &j["backends"];
     assert_eq!(b["default"], "Memfd");

@@ -302,7 +302,9 @@ fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
                 "PoolProtection::ProtectionKey: {why}"
             ))),
         },
-        (PoolProtection::Auto, true) if pkey::pool_key().is_ok() => {
+        (PoolProtection::Auto, true)
+            if pkey::pool_key().is_ok() && crate::pool_protection::keys_resist_speculation() =>
+        {
             opts.pool_protection = PoolProtection::ProtectionKey;
             Ok(pkey::pool_key().ok())
         }

@@ -52,7 +52,7 @@ pub use error::{Error, MemlockReport, Result};
 pub use factory::{CoreDumps, Layout, Options, ProtectedFactory, SecretFactory};
 pub use metrics::{stats, Stats};
 pub use pool::MAX_SLOT as POOL_MAX_SLOT;
-pub use pool_protection::{protection_keys_status, PoolProtection};
+pub use pool_protection::{keys_resist_speculation, protection_keys_status, PoolProtection};
 pub use reader::SecretReader;
 pub use secret::{AccessPath, Secret};
 

@@ -18,11 +18,14 @@
 /// `WRPKRU` itself (as code that can call `mprotect` defeats `PROT_NONE`),
 /// a thread started from inside the library's copy (none is), reads through
 /// `/proc/<pid>/mem` or `ptrace` (which bypass `PROT_NONE` as well), and on
-/// CPUs affected by the Meltdown-PK flaw, speculative reads.
+/// CPUs affected by the Meltdown-PK flaw, speculative reads (`Auto` does not
+/// pick keys there; `PROT_NONE` pages are not present in the page tables,
+/// which the kernel's L1TF mitigation covers).
 ///
 /// ```
 /// use securememory::{Layout, Options, PoolProtection, ProtectedFactory, SecretFactory};
-/// // The protection key where the machine has one, PROT_NONE pages otherwise.
+/// // The protection key where the machine has one (and is not affected by
+/// // Meltdown), PROT_NONE pages otherwise.
 /// let factory = ProtectedFactory::new(
 ///     Options::default().layout(Layout::Pooled).pool_protection(PoolProtection::Auto),
 /// )?;
@@ -42,7 +45,8 @@ pub enum PoolProtection {
     /// [`Error::Unsupported`](crate::Error::Unsupported) where the machine
     /// has no protection keys (see [`protection_keys_status`]).
     ProtectionKey,
-    /// `ProtectionKey` where available, else `ProtNone`.
+    /// `ProtectionKey` where keys work and the kernel reports the CPU not
+    /// affected by Meltdown (see [`keys_resist_speculation`]), else `ProtNone`.
     Auto,
 }
 
@@ -51,4 +55,14 @@ pub enum PoolProtection {
 /// has), access-disabled in every thread.
 pub fn protection_keys_status() -> Result<(), String> {
     crate::mem::pkey::pool_key().map(|_| ())
+}
+
+/// Whether the kernel reports this CPU not affected by Meltdown
+/// (`/sys/devices/system/cpu/vulnerabilities/meltdown` says "Not affected").
+/// CPUs affected by Meltdown were also shown to read across protection keys
+/// speculatively (Meltdown-PK), so [`PoolProtection::Auto`] uses keys only
+/// where this is `true`. Unknown (the file unreadable) counts as affected.
+pub fn keys_resist_speculation() -> bool {
+    std::fs::read_to_string("/sys/devices/system/cpu/vulnerabilities/meltdown")
+        .is_ok_and(|s| s.trim() == "Not affected")
 }

@@ -43,3 +43,40 @@ fn smoke_all_layouts() {
         println!("{opts:?}: {s:?}");
     }
 }
+
+/// How `pool_protection` resolves: `ProtNone` by default, `Auto` to the key
+/// only where keys work and the CPU is not affected by Meltdown, an explicit
+/// key refused off the pooled layout (and where keys do not work).
+#[test]
+fn pool_protection_resolves_as_documented() {
+    let pooled = Options::default().layout(Layout::Pooled);
+    let resolved = |o: Options| ProtectedFactory::new(o).map(|f| f.options().pool_protection);
+    assert_eq!(resolved(pooled).unwrap(), PoolProtection::ProtNone);
+    let keys = protection_keys_status().is_ok();
+    let auto_wants = if keys && keys_resist_speculation() {
+        PoolProtection::ProtectionKey
+    } else {
+        PoolProtection::ProtNone
+    };
+    assert_eq!(
+        resolved(pooled.pool_protection(PoolProtection::Auto)).unwrap(),
+        auto_wants
+    );
+    assert_eq!(
+        resolved(Options::default().pool_protection(PoolProtection::Auto)).unwrap(),
+        PoolProtection::ProtNone,
+        "Auto off the pooled layout"
+    );
+    let off_pool = resolved(Options::default().pool_protection(PoolProtection::ProtectionKey));
+    assert!(
+        matches!(&off_pool, Err(Error::Unsupported(m)) if m.contains("Layout::Pooled")),
+        "{off_pool:?}"
+    );
+    let explicit = resolved(pooled.pool_protection(PoolProtection::ProtectionKey));
+    if keys {
+        assert_eq!(explicit.unwrap(), PoolProtection::ProtectionKey);
+    } else {
+        eprintln!("SKIPPED: explicit ProtectionKey pool: no protection keys here");
+        assert!(matches!(explicit, Err(Error::Unsupported(_))));
+    }
+}

@@ -56,6 +56,7 @@ pub(super) fn protection_keys(r: &SystemReport) -> ProtectionKeys {
         present: r.protection_keys,
         usable: status.is_ok(),
         reason: status.err(),
+        resists_speculation: securememory::keys_resist_speculation(),
     }
 }
 

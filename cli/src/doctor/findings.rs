@@ -82,6 +82,8 @@ pub(super) struct ProtectionKeys {
     pub(super) usable: bool,
     /// Why not, when not usable.
     pub(super) reason: Option<String>,
+    /// The kernel reports the CPU not affected by Meltdown (so `Auto` uses keys).
+    pub(super) resists_speculation: bool,
 }
 
 #[derive(Serialize)]

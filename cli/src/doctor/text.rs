@@ -216,7 +216,16 @@ fn render_protection_keys(o: &mut String, f: &Findings) {
         None => {
             let _ = writeln!(
                 o,
-                "  usable: yes. PoolProtection::ProtectionKey (or Auto) creates, reads and closes pooled secrets with no system call"
+                "  usable: yes. PoolProtection::ProtectionKey creates, reads and closes pooled secrets with no system call"
+            );
+            let _ = writeln!(
+                o,
+                "  {}",
+                if k.resists_speculation {
+                    "the kernel reports this CPU not affected by Meltdown: PoolProtection::Auto uses the key"
+                } else {
+                    "the kernel does not report this CPU unaffected by Meltdown (Meltdown-PK reads across keys speculatively): PoolProtection::Auto keeps PROT_NONE pages"
+                }
             );
         }
         Some(why) => {
