@@ -5,6 +5,9 @@
 //! closing them all gives the slots back and returns empty chunks to the
 //! operating system, keeping at most one (hysteresis).
 //!
+//! Both pools: `PROT_NONE` pages, and pages tagged with a protection key
+//! (where the machine has keys; a loud `SKIPPED:` line otherwise).
+//!
 //! Runs in a worker process started without `CAP_IPC_LOCK` in any thread
 //! (dropped from the bounding set before exec), which sets soft = hard =
 //! 8 MiB so the test means the same on any machine. No timing is asserted;
@@ -17,9 +20,12 @@ use std::time::Instant;
 
 use caps::{CapSet, Capability};
 use common::child::{self, Child};
+use common::configs::protection_keys_or_skip;
 use common::procfs::vm_lck_kib;
 use common::rlimit::set_memlock;
-use securememory::{stats, Layout, Options, ProtectedFactory, Secret, SecretFactory};
+use securememory::{
+    stats, Layout, Options, PoolProtection, ProtectedFactory, Secret, SecretFactory,
+};
 use support_proc::{assert_no_thread_has, CAP_IPC_LOCK};
 
 const N: usize = 100_000;
@@ -37,14 +43,19 @@ fn value(i: usize) -> [u8; LEN] {
     v
 }
 
-fn worker() {
+fn worker(protection: PoolProtection) {
     caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
     caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
     assert_no_thread_has(CAP_IPC_LOCK);
     set_memlock(Some(LIMIT), Some(LIMIT));
     let page = common::page_size() as u64;
 
-    let factory = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
+    let factory = ProtectedFactory::new(
+        Options::default()
+            .layout(Layout::Pooled)
+            .pool_protection(protection),
+    )
+    .unwrap();
     // The first access creates this thread's locked scratch buffer; do it
     // before the baseline. The first secret also tells the chunk size.
     let start = stats();
@@ -138,7 +149,7 @@ fn worker() {
     );
 
     println!(
-        "{N} pooled {LEN}-byte secrets without CAP_IPC_LOCK under an 8 MiB limit: {pages} pool pages, \
+        "{N} pooled ({protection:?}) {LEN}-byte secrets without CAP_IPC_LOCK under an 8 MiB limit: {pages} pool pages, \
          {} KiB locked (VmLck {vm_lck_peak} kB), chunk of {chunk_pages} pages",
         at_peak.bytes_locked / 1024
     );
@@ -149,19 +160,34 @@ fn worker() {
     );
 }
 
+/// The pool each worker role fills.
+const ROLES: [(&str, PoolProtection); 2] = [
+    ("capacity", PoolProtection::ProtNone),
+    ("capacity-pkey", PoolProtection::ProtectionKey),
+];
+
 #[test]
 fn hundred_thousand_pooled_secrets_under_8_mib() {
     const TEST: &str = "hundred_thousand_pooled_secrets_under_8_mib";
-    if child::role().is_some() {
-        worker();
+    if let Some(role) = child::role() {
+        let (_, protection) = ROLES
+            .into_iter()
+            .find(|(r, _)| *r == role)
+            .expect("known role");
+        worker(protection);
         child::done();
         return;
     }
-    let t = Instant::now();
-    let run = Child::new(TEST, "capacity")
-        .drop_bounding(&[CAP_IPC_LOCK])
-        .run();
-    run.assert_done(TEST);
-    print!("{}", run.stdout);
-    println!("worker process took {:?}", t.elapsed());
+    for (role, protection) in ROLES {
+        if protection == PoolProtection::ProtectionKey
+            && !protection_keys_or_skip("the protection-key pool's capacity")
+        {
+            continue;
+        }
+        let t = Instant::now();
+        let run = Child::new(TEST, role).drop_bounding(&[CAP_IPC_LOCK]).run();
+        run.assert_done(role);
+        print!("{}", run.stdout);
+        println!("{role}: worker process took {:?}", t.elapsed());
+    }
 }
