@@ -11,16 +11,16 @@
 //!
 //! Creating a secret in a free slot makes no mapping, locking or protection
 //! system call: one `pwrite` places the bytes. Closing makes one `pwrite`
-//! (the wipe).
+//! (the wipe). A chunk that becomes empty is returned to the operating
+//! system unless it is the only empty chunk of its class (hysteresis, so a
+//! create/close loop does not map and unmap a chunk each time).
 //!
 //! A pool with [`PoolProtection::ProtectionKey`](crate::PoolProtection)
 //! keeps separate chunks tagged with a memory protection key instead
 //! (`mem::pkey`): read-write in the page tables, closed to every thread, and
 //! opened in the calling thread only for the copy into, out of, or over a
 //! slot. Creating, reading and closing a secret in a free slot then makes no
-//! system call at all. A chunk that becomes empty is returned to the operating
-//! system unless it is the only empty chunk of its class (hysteresis, so a
-//! create/close loop does not map and unmap a chunk each time).
+//! system call at all.
 
 use std::sync::{Arc, Mutex};
 
