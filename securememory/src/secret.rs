@@ -123,8 +123,10 @@ impl Drop for Active {
 /// [`SecretFactory`](crate::SecretFactory).
 ///
 /// The bytes are readable only inside [`with_bytes`](Secret::with_bytes)
-/// (and the other access methods); at rest no user-space mapping of them is
-/// readable. `Secret` is `Send + Sync`: many threads may access one secret
+/// (and the other access methods); at rest no thread can read them through
+/// any user-space mapping (`PROT_NONE` pages, or for a pool with
+/// [`PoolProtection::ProtectionKey`](crate::PoolProtection), a key no thread
+/// has open). `Secret` is `Send + Sync`: many threads may access one secret
 /// at once. Dropping it closes it.
 pub struct Secret {
     gate: Gate,
