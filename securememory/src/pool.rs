@@ -106,7 +106,6 @@ pub(crate) fn slot_size(len: usize) -> Option<usize> {
 /// One secret's slot. Releasing it wipes it and gives it back.
 pub(crate) struct Slot {
     chunk: Arc<Chunk>,
-    key: Option<Pkey>,
     class: usize,
     id: usize,
     index: u32,
@@ -136,7 +135,7 @@ impl Slot {
             .wipe_in(self.offset(), self.chunk.slot_size);
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::observe_slot_wiped(self);
-        give_back(self.key, self.class, self.id, self.index);
+        give_back(self.chunk.region.key(), self.class, self.id, self.index);
         wiped
     }
 
@@ -218,7 +217,6 @@ fn take(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Slot> {
     metrics::pool_changed(0, 1, 0);
     Ok(Slot {
         chunk,
-        key,
         class,
         id,
         index,

@@ -392,12 +392,23 @@ impl Region {
         Ok(())
     }
 
-    /// Panic unless `[off, off + len)` lies inside the data pages.
-    fn check_range(&self, off: usize, len: usize) {
+    /// The protection key of the data pages, if they have one.
+    pub(crate) fn key(&self) -> Option<Pkey> {
+        self.key
+    }
+
+    /// For keyed pages: the key and the address of `[off, off + len)`;
+    /// panics unless the range lies inside the data pages. `None` for pages
+    /// without a key.
+    fn keyed(&self, off: usize, len: usize) -> Option<(Pkey, *mut u8)> {
+        let key = self.key?;
         assert!(
             off.checked_add(len).is_some_and(|end| end <= self.data_len),
             "range outside the data pages"
         );
+        // SAFETY: `off + len <= data_len` (checked), so the address is inside
+        // the data pages of this mapping.
+        Some((key, unsafe { self.data.add(off) }))
     }
 
     /// Copy `[off, off + buf.len())` of the data pages into `buf`: a kernel
@@ -405,11 +416,10 @@ impl Region {
     /// keyed pages a user-space copy with the key open for the copy alone.
     #[inline]
     pub(crate) fn copy_out(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
-        if let Some(key) = self.key {
-            self.check_range(off, buf.len());
+        if let Some((key, at)) = self.keyed(off, buf.len()) {
             // SAFETY: the range is inside our keyed data pages (checked);
             // callers serialise writers of a range (slot owner, close).
-            unsafe { pkey::copy_out(key, self.data.add(off), buf) };
+            unsafe { pkey::copy_out(key, at, buf) };
             return Ok(());
         }
         let fd = self.store_fd()?;
@@ -419,10 +429,9 @@ impl Region {
     /// Write `bytes` at `off` of the data pages: through the memory file, or
     /// for keyed pages by a user-space copy with the key open.
     pub(crate) fn write_in(&self, off: usize, bytes: &[u8]) -> Result<(), Error> {
-        if let Some(key) = self.key {
-            self.check_range(off, bytes.len());
+        if let Some((key, at)) = self.keyed(off, bytes.len()) {
             // SAFETY: as in `copy_out`; the caller owns this range alone.
-            unsafe { pkey::copy_in(key, self.data.add(off), bytes) };
+            unsafe { pkey::copy_in(key, at, bytes) };
             return Ok(());
         }
         let fd = self.store_fd()?;
@@ -446,10 +455,9 @@ impl Region {
 
     /// Zero `[off, off + len)` of the data pages (memory file only).
     fn zero_in(&self, off: usize, len: usize) -> Result<(), Error> {
-        if let Some(key) = self.key {
-            self.check_range(off, len);
+        if let Some((key, at)) = self.keyed(off, len) {
             // SAFETY: as in `write_in`.
-            unsafe { pkey::wipe(key, self.data.add(off), len) };
+            unsafe { pkey::wipe(key, at, len) };
             return Ok(());
         }
         const ZEROS: [u8; 4096] = [0; 4096];
