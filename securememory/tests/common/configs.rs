@@ -69,22 +69,26 @@ impl Config {
 /// Whether `memfd_secret` works here; if not, prints a loud `SKIPPED:` line
 /// naming `what` and returns `false`.
 pub fn memfd_secret_or_skip(what: &str) -> bool {
-    match securememory::memfd_secret_status() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("SKIPPED: {what}: memfd_secret is unavailable on this machine: {why}");
-            false
-        }
-    }
+    available_or_skip(what, "memfd_secret is", securememory::memfd_secret_status())
 }
 
 /// Whether memory protection keys work here; if not, prints a loud
 /// `SKIPPED:` line naming `what` and returns `false`.
 pub fn protection_keys_or_skip(what: &str) -> bool {
-    match securememory::protection_keys_status() {
+    available_or_skip(
+        what,
+        "protection keys are",
+        securememory::protection_keys_status(),
+    )
+}
+
+/// `true` for `Ok`; for `Err(why)`, a loud `SKIPPED:` line saying that
+/// `feature` is unavailable and why, and `false`.
+fn available_or_skip(what: &str, feature: &str, status: Result<(), String>) -> bool {
+    match status {
         Ok(()) => true,
         Err(why) => {
-            eprintln!("SKIPPED: {what}: protection keys are unavailable on this machine: {why}");
+            eprintln!("SKIPPED: {what}: {feature} unavailable on this machine: {why}");
             false
         }
     }
