@@ -296,17 +296,18 @@ fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
         (PoolProtection::ProtectionKey, false) => Err(Error::Unsupported(
             "PoolProtection::ProtectionKey applies to Layout::Pooled only".into(),
         )),
-        (PoolProtection::ProtectionKey, true) => match pkey::pool_key() {
-            Ok(key) => Ok(Some(key)),
-            Err(why) => Err(Error::Unsupported(format!(
-                "PoolProtection::ProtectionKey: {why}"
-            ))),
-        },
-        (PoolProtection::Auto, true)
-            if pkey::pool_key().is_ok() && crate::pool_protection::keys_resist_speculation() =>
-        {
-            opts.pool_protection = PoolProtection::ProtectionKey;
-            Ok(pkey::pool_key().ok())
+        (PoolProtection::ProtectionKey, true) => pkey::pool_key()
+            .map(Some)
+            .map_err(|why| Error::Unsupported(format!("PoolProtection::ProtectionKey: {why}"))),
+        (PoolProtection::Auto, true) => {
+            let key = pkey::pool_key()
+                .ok()
+                .filter(|_| crate::pool_protection::keys_resist_speculation());
+            opts.pool_protection = match key {
+                Some(_) => PoolProtection::ProtectionKey,
+                None => PoolProtection::ProtNone,
+            };
+            Ok(key)
         }
         (_, _) => {
             opts.pool_protection = PoolProtection::ProtNone;
