@@ -17,6 +17,7 @@
 use std::io;
 use std::sync::OnceLock;
 
+use super::copy;
 use super::fault::{self, Op};
 
 /// An allocated protection key.
@@ -163,8 +164,10 @@ fn with_open<R>(key: Pkey, f: impl FnOnce() -> R) -> R {
 pub(crate) unsafe fn copy_out(key: Pkey, src: *const u8, dst: &mut [u8]) {
     with_open(key, || {
         // SAFETY: the caller guarantees the source range; `dst` is a
-        // distinct ordinary buffer, so they do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) }
+        // distinct ordinary buffer, so they do not overlap. `copy_raw`
+        // calls no function (nothing interposed runs with the key open)
+        // and leaves nothing in vector registers.
+        unsafe { copy::copy_raw(src, dst.as_mut_ptr(), dst.len()) }
     })
 }
 
@@ -176,8 +179,8 @@ pub(crate) unsafe fn copy_out(key: Pkey, src: *const u8, dst: &mut [u8]) {
 pub(crate) unsafe fn copy_in(key: Pkey, dst: *mut u8, src: &[u8]) {
     with_open(key, || {
         // SAFETY: the caller guarantees the destination range; `src` is
-        // ordinary memory, so they do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+        // ordinary memory, so they do not overlap. As in `copy_out`.
+        unsafe { copy::copy_raw(src.as_ptr(), dst, src.len()) }
     })
 }
 
@@ -187,5 +190,5 @@ pub(crate) unsafe fn copy_in(key: Pkey, dst: *mut u8, src: &[u8]) {
 /// As for [`copy_in`].
 pub(crate) unsafe fn wipe(key: Pkey, dst: *mut u8, len: usize) {
     // SAFETY: forwarded to the caller; the key is open for the wipe.
-    with_open(key, || unsafe { super::sys::wipe(dst, len) })
+    with_open(key, || unsafe { copy::wipe_raw(dst, len) })
 }
