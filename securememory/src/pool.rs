@@ -17,7 +17,7 @@
 //!
 //! A pool with [`PoolProtection::ProtectionKey`](crate::PoolProtection)
 //! keeps separate chunks tagged with a memory protection key instead
-//! (`mem::pkey`): read-write in the page tables, closed to every thread, and
+//! (`mem::pkey`): read-write in the page tables, closed to every thread that never opened the key, and
 //! opened in the calling thread only for the copy into, out of, or over a
 //! slot. Creating, reading and closing a secret in a free slot then makes no
 //! system call at all.

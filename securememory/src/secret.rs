@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::access::{Gate, Window};
 use crate::error::{Error, Result};
+use crate::mem::copy;
 use crate::mem::region::{Region, RegionWindow};
 use crate::mem::scratch;
 use crate::pool::Slot;
@@ -312,7 +313,8 @@ impl Secret {
             entered.finish()?;
         } else {
             let _active = Active::push(&self.gate)?;
-            self.with_window(|b| dst.copy_from_slice(&b[pos..pos + n]))?;
+            // No `memcpy`: it would leave the bytes in vector registers.
+            self.with_window(|b| copy::copy(dst, &b[pos..pos + n]))?;
         }
         Ok(n)
     }

@@ -71,3 +71,11 @@ pub(crate) fn observe_slot_wiped(slot: &crate::pool::Slot) {
 pub fn store_fd() -> Option<std::os::fd::RawFd> {
     crate::store::raw_fd_for_tests()
 }
+
+/// Run `f` right after every copy of secret bytes the library makes in user
+/// space (into a caller's buffer, a new secret's pages, a keyed slot), in
+/// the copying thread; `None` removes it. For tests of what a copy leaves
+/// behind in CPU registers: `f` can end the process on the spot.
+pub fn after_secret_copy(f: Option<fn()>) {
+    crate::mem::copy::set_after_copy(f);
+}

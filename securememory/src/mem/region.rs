@@ -25,7 +25,7 @@
 //!   shared, `MADV_DONTFORK`. Reads go through `pread` on the file.
 //!   A pool chunk may instead be tagged with a protection key
 //!   ([`Region::tag_with_key`]): read-write in the page tables, closed to
-//!   every thread by its PKRU, and copied to and from in user space with the
+//!   every thread that never opened the key (see `pkey`), and copied to and from in user space with the
 //!   key open in the copying thread for the copy alone (see `pkey`).
 //! - `MemfdSecret`: a `memfd_secret` file of its own, mapped shared,
 //!   `MADV_DONTFORK`; the kernel locks these pages itself and removes them
@@ -376,7 +376,7 @@ impl Region {
     }
 
     /// Tag the data pages with protection key `key`: they become read-write
-    /// in the page tables and closed to every thread by the key. From then
+    /// in the page tables and closed by the key to every thread that never opened it. From then
     /// on [`copy_out`](Self::copy_out), [`write_in`](Self::write_in) and the
     /// wipe are user-space copies with the key open in this thread only.
     pub(crate) fn tag_with_key(&mut self, key: Pkey) -> Result<(), Error> {

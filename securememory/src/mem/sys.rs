@@ -8,7 +8,7 @@
 //! path can be exercised without a hostile kernel.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use super::fault::{self, Op};
@@ -355,6 +355,17 @@ fn borrowed_file(fd: RawFd) -> std::mem::ManuallyDrop<std::fs::File> {
     std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
+/// Read exactly `buf.len()` bytes of `fd` from its current position by
+/// read(2) calls straight into `buf` (retrying `EINTR` and short reads),
+/// with no buffer of our own: nothing past `buf.len()` is consumed. A short
+/// file or a closed pipe fails with `UnexpectedEof`.
+///
+/// # References
+/// - read(2)
+pub(crate) fn read_exact_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
+    io::Read::read_exact(&mut &*borrowed_file(fd.as_raw_fd()), buf)
+}
+
 /// Read exactly `buf.len()` bytes of `fd` at `offset`.
 ///
 /// # References
@@ -550,15 +561,14 @@ pub(crate) fn register_atfork(child: extern "C" fn()) -> io::Result<()> {
     }
 }
 
-/// Write zeros over `[addr, addr + len)` with volatile stores the compiler
-/// may not remove, then fence so the stores are not moved past what follows
-/// (unlock, unmap).
+/// Write zeros over `[addr, addr + len)` with stores the compiler may not
+/// remove or move past what follows (unlock, unmap); see
+/// [`copy::wipe_raw`](super::copy::wipe_raw).
 ///
 /// # Safety
 /// The range must be mapped writable and owned by the caller, with no live
 /// shared reference into it.
 pub(crate) unsafe fn wipe(addr: *mut u8, len: usize) {
     // SAFETY: the caller guarantees the range is writable and exclusively ours.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(addr, len) };
-    zeroize::Zeroize::zeroize(bytes);
+    unsafe { super::copy::wipe_raw(addr, len) }
 }
