@@ -250,7 +250,13 @@ impl ProtectedFactory {
         };
         metrics::created(started.elapsed());
         tracing::debug!(len, backend = ?opts.backend, layout = ?opts.layout, "securememory: secret created");
-        Ok(Secret::new(storage, len, opts.access, opts.backend))
+        Ok(Secret::new(
+            storage,
+            len,
+            opts.access,
+            opts.backend,
+            opts.lock,
+        ))
     }
 
     fn create_pages(&self, len: usize, src: &mut Source<'_>, opts: &Options) -> Result<Storage> {

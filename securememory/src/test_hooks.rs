@@ -71,3 +71,10 @@ pub(crate) fn observe_slot_wiped(slot: &crate::pool::Slot) {
 pub fn store_fd() -> Option<std::os::fd::RawFd> {
     crate::store::raw_fd_for_tests()
 }
+
+/// The data pages of this thread's scratch regions, as (address, length),
+/// outermost first: one for the thread's life once it has read through the
+/// copy path, more only while nested accesses need them.
+pub fn scratch_regions() -> Vec<(usize, usize)> {
+    crate::mem::scratch::regions()
+}
