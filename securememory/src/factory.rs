@@ -23,7 +23,9 @@ pub enum Layout {
     Page,
     /// Pages of its own between two guard pages, the secret flush against the
     /// trailing guard and a random canary in front of it, checked at close
-    /// (Asherah Go's memguard-based implementation).
+    /// (Asherah Go's memguard-based implementation). On the copy path the
+    /// copy the closure sees is flush against a guard page too, so reading
+    /// one byte past its end faults on either path.
     Guarded,
     /// Small secrets (up to [`pool::MAX_SLOT`](crate::POOL_MAX_SLOT) bytes)
     /// share locked pages, fenced by guard pages; larger ones get pages of

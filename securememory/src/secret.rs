@@ -218,8 +218,12 @@ impl Secret {
     /// Nested accesses to the same or other secrets are fine.
     ///
     /// # Errors
-    /// [`Error::Closed`] after close, [`Error::Forked`] in a fork child, and
-    /// the rare failures of the kernel copy or of a protection change.
+    /// [`Error::Closed`] after close, [`Error::Forked`] in a fork child,
+    /// [`Error::NestingTooDeep`] past 32 nested accesses on one thread,
+    /// [`Error::LockFailed`] on the copy path when this thread's scratch
+    /// buffer cannot be locked (unless the factory allows unlocked memory;
+    /// tried again on the next access), and the rare failures of the kernel
+    /// copy or of a protection change.
     ///
     /// ```
     /// use securememory::{ProtectedFactory, SecretFactory};
