@@ -145,7 +145,7 @@ impl Drop for ScratchBuf {
                 slab.top = self.prev_top;
             }
             s.current.set(self.prev_current);
-            let depth = s.depth.get() - 1;
+            let depth = s.depth.get().saturating_sub(1);
             s.depth.set(depth);
             if depth == 0 {
                 s.trim();
@@ -156,9 +156,10 @@ impl Drop for ScratchBuf {
 
 impl Stack {
     /// With no reservation live: unmap the extra regions, and the first
-    /// too if it was inherited from a fork parent. Each region
-    /// is dropped outside the borrow: its release calls metrics and tracing
-    /// (user code that may come back in here).
+    /// too if it was inherited from a fork parent. Each region is dropped
+    /// outside the borrow: its release calls metrics and tracing (user code
+    /// that may come back in here, or panic; this runs inside a `Drop`,
+    /// perhaps already unwinding, so such a panic is contained here).
     #[cold]
     fn trim(&self) {
         let gen = fork::generation();
@@ -176,7 +177,11 @@ impl Stack {
                 }
                 slabs.pop()
             };
-            drop(dropped);
+            let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(dropped)));
+            if released.is_err() {
+                // The region was wiped and unmapped before the user code ran.
+                return;
+            }
         }
     }
 }
