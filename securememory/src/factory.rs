@@ -25,7 +25,9 @@ pub enum Layout {
     Page,
     /// Pages of its own between two guard pages, the secret flush against the
     /// trailing guard and a random canary in front of it, checked at close
-    /// (Asherah Go's memguard-based implementation).
+    /// (Asherah Go's memguard-based implementation). On the copy path the
+    /// copy the closure sees is flush against a guard page too, so reading
+    /// one byte past its end faults on either path.
     Guarded,
     /// Small secrets (up to [`pool::MAX_SLOT`](crate::POOL_MAX_SLOT) bytes)
     /// share locked pages, fenced by guard pages; larger ones get pages of
@@ -286,7 +288,13 @@ impl ProtectedFactory {
         };
         metrics::created(started.elapsed());
         tracing::debug!(len, backend = ?opts.backend, layout = ?opts.layout, "securememory: secret created");
-        Ok(Secret::new(storage, len, opts.access, opts.backend))
+        Ok(Secret::new(
+            storage,
+            len,
+            opts.access,
+            opts.backend,
+            opts.lock,
+        ))
     }
 
     fn create_pages(&self, len: usize, src: &mut Source<'_>, opts: &Options) -> Result<Storage> {

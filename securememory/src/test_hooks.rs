@@ -79,3 +79,10 @@ pub fn store_fd() -> Option<std::os::fd::RawFd> {
 pub fn after_secret_copy(f: Option<fn()>) {
     crate::mem::copy::set_after_copy(f);
 }
+
+/// The data pages of this thread's scratch regions, as (address, length),
+/// outermost first: one for the thread's life once it has read through the
+/// copy path, more only while nested accesses need them.
+pub fn scratch_regions() -> Vec<(usize, usize)> {
+    crate::mem::scratch::regions()
+}
