@@ -39,33 +39,64 @@ pub(crate) fn has_ipc_lock() -> bool {
     sys::thread_has_effective_cap(CAP_IPC_LOCK).unwrap_or(false)
 }
 
-/// The soft limit that applies to this thread, if any.
-fn applicable_limit() -> Option<u64> {
+/// The memlock limit that applies to the calling thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applicable {
+    /// No limit: `CAP_IPC_LOCK`, or an unlimited soft limit.
+    None,
+    /// The soft limit in bytes.
+    Soft(u64),
+    /// The limit could not be read (`prlimit64` refused): the budget
+    /// counts but does not refuse, and the kernel's answer decides.
+    Unknown,
+}
+
+fn applicable_limit() -> Applicable {
     if has_ipc_lock() {
-        None
-    } else {
-        sys::memlock_limit().soft
+        return Applicable::None;
+    }
+    match sys::memlock_limit() {
+        Ok(l) => l.soft.map_or(Applicable::None, Applicable::Soft),
+        Err(_) => Applicable::Unknown,
     }
 }
 
 /// Whether `bytes` more would fit in the budget now (does not count them).
+/// With the limit unknown, only a request of one page does: callers that
+/// can shrink a request (the pool's chunks) then ask the kernel for as
+/// little as possible, and its answer decides.
 pub(crate) fn fits(bytes: u64) -> bool {
-    applicable_limit().is_none_or(|soft| locked_bytes() + bytes <= soft)
+    match applicable_limit() {
+        Applicable::None => true,
+        Applicable::Soft(soft) => locked_bytes() + bytes <= soft,
+        Applicable::Unknown => bytes <= sys::page_size() as u64,
+    }
 }
 
 /// The report for a refusal of `requested` bytes.
 pub(crate) fn report(requested: u64) -> MemlockReport {
     let l = sys::memlock_limit();
+    let (soft, hard) = l.as_ref().map_or((None, None), |l| (l.soft, l.hard));
     MemlockReport {
         requested,
         locked_by_library: locked_bytes(),
-        soft: l.soft,
-        hard: l.hard,
+        soft,
+        hard,
+        limit_unknown: l.is_err(),
     }
 }
 
 /// A lock error for `requested` bytes with the kernel's (or our) reason.
+/// An `ENOMEM` that the map count or the address space explains is
+/// reported as that limit ([`Error::LimitReached`]), not as memlock.
 pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
+    if let Some(limit) = crate::limits::explain(requested as usize, &source) {
+        return Error::LimitReached {
+            bytes: requested as usize,
+            limit,
+            source,
+        };
+    }
     metrics::refused();
     Error::LockFailed {
         report: report(requested),
@@ -75,9 +106,9 @@ pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
 
 /// Count `bytes` as locked, or refuse if that would pass the soft limit.
 pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
-    let soft = applicable_limit();
-    let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match soft {
-        Some(soft) if now + bytes > soft => None,
+    let limit = applicable_limit();
+    let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match limit {
+        Applicable::Soft(soft) if now + bytes > soft => None,
         _ => Some(now + bytes),
     });
     if counted.is_err() {

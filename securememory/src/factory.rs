@@ -206,22 +206,24 @@ impl Default for ProtectedFactory {
 
 impl ProtectedFactory {
     /// A factory with `opts`. Resolves `Backend::Auto` (probing
-    /// `memfd_secret` once per process) and checks the combination.
+    /// `memfd_secret` until the answer is final) and checks the combination.
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a combination that cannot work: the copy
     /// path or the pooled layout without the memfd backend, or an explicit
     /// backend this kernel lacks, or `PoolProtection::ProtectionKey` without
-    /// the pooled layout or on a machine without protection keys.
+    /// the pooled layout or on a machine without protection keys. For
+    /// `MemfdSecret` or `Auto`, a probe refused for lack of a resource is
+    /// that error ([`Error::LimitReached`], say); it is not remembered.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
         let mut opts = opts;
         opts.backend = match (opts.backend, opts.layout) {
             // The pool reads by kernel copy only: memfd.
             (Backend::Auto, Layout::Pooled) => Backend::Memfd,
-            (b, _) => b.resolve(),
+            (b, _) => b.try_resolve()?,
         };
         if opts.backend == Backend::MemfdSecret {
-            crate::backend::memfd_secret_status().map_err(Error::Unsupported)?;
+            crate::backend::memfd_secret_check()?;
         }
         if opts.layout == Layout::Pooled && opts.backend != Backend::Memfd {
             return Err(Error::Unsupported(format!(

@@ -8,4 +8,5 @@ pub(crate) mod floor;
 pub(crate) mod pkey;
 pub(crate) mod region;
 pub(crate) mod scratch;
+pub(crate) mod stranded;
 pub(crate) mod sys;

@@ -95,8 +95,23 @@ pub(crate) fn round_to_pages(n: usize) -> Option<usize> {
     n.checked_add(p - 1).map(|v| v / p * p)
 }
 
+/// A refused mapping: the limit that explains it, or `MapFailed`.
 fn map_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::MapFailed { bytes, source }
+    move |source| crate::limits::map_error(bytes, source)
+}
+
+/// A refused `memfd_secret` file: a descriptor or memory limit is reported
+/// as that limit (transient, retried next time); anything else means this
+/// kernel or its filter does not allow the call.
+fn memfd_secret_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| match crate::limits::explain(bytes, &e) {
+        Some(limit) => Error::LimitReached {
+            bytes,
+            limit,
+            source: e,
+        },
+        None => Error::Unsupported(format!("memfd_secret unavailable: {e}")),
+    }
 }
 
 fn advise_err(advice: &'static str) -> impl FnOnce(std::io::Error) -> Error {
@@ -268,8 +283,7 @@ impl Region {
                 }
             }
             BackingKind::MemfdSecret => {
-                let fd = sys::memfd_secret()
-                    .map_err(|e| Error::Unsupported(format!("memfd_secret unavailable: {e}")))?;
+                let fd = sys::memfd_secret().map_err(memfd_secret_err(data_len))?;
                 sys::ftruncate(&fd, data_len as u64).map_err(map_err(data_len))?;
                 let at = guard.then_some(self.data);
                 // SAFETY: a fixed target is the data part of our own reservation.
@@ -283,8 +297,9 @@ impl Region {
                     )
                 }
                 .map_err(|e| match e.raw_os_error() {
-                    // The kernel charges these pages to RLIMIT_MEMLOCK at mmap.
-                    Some(libc::EAGAIN) | Some(libc::ENOMEM) | Some(libc::EPERM) => {
+                    // The kernel charges these pages to RLIMIT_MEMLOCK at mmap
+                    // and answers EAGAIN past it; ENOMEM is another limit.
+                    Some(libc::EAGAIN) | Some(libc::EPERM) => {
                         self.uncount();
                         budget::lock_error(data_len as u64, e)
                     }
@@ -444,7 +459,11 @@ impl Region {
     /// zeroed), so no freed range that the file keeps for reuse holds a
     /// secret; the write error is still reported.
     pub(crate) fn wipe_in(&self, off: usize, len: usize) -> Result<(), Error> {
-        let r = self.zero_in(off, len);
+        // A failed write here is a failed wipe, not a failed copy out.
+        let r = self.zero_in(off, len).map_err(|e| match e {
+            Error::AccessFailed(io) => Error::WipeFailed(io),
+            e => e,
+        });
         if r.is_err() {
             if let Ok(fd) = self.store_fd() {
                 let _ = sys::punch_hole(fd, self.file_off + off as u64, len as u64);
@@ -532,7 +551,9 @@ impl Region {
             crate::test_hooks::observe_wiped(self);
             // munmap also unlocks, so no separate munlock call is made.
             // SAFETY: the whole mapping is ours and no reference into it remains.
-            let _ = unsafe { sys::munmap(self.base, self.total) };
+            if let Err(e) = unsafe { sys::munmap(self.base, self.total) } {
+                return Err(self.unmap_refused(e, wiped));
+            }
         }
         // Also when mapping the range failed: nothing was written to it.
         if let Some(store) = self.store {
@@ -541,7 +562,34 @@ impl Region {
         if self.counted > 0 {
             budget::release(self.counted);
         }
+        // A mapping released earlier may be unmappable now.
+        super::stranded::retry();
         wiped
+    }
+
+    /// The kernel refused to unmap the (wiped) pages: they stay mapped and
+    /// locked, so they stay counted and their file range is not given back
+    /// for reuse; hide them again and keep them for a later retry.
+    fn unmap_refused(&self, e: std::io::Error, wiped: Result<(), Error>) -> Error {
+        if self.backing != BackingKind::Memfd {
+            // The wipe made them writable; the memory file's are PROT_NONE.
+            let _ = self.protect(Prot::None);
+        }
+        if let Err(w) = wiped {
+            tracing::error!(error = %w, "securememory: wiping a closed secret failed");
+        }
+        super::stranded::keep(super::stranded::Stranded {
+            base: self.base,
+            total: self.total,
+            counted: self.counted,
+            file: self
+                .store
+                .map(|store| (store, self.file_off, self.data_len as u64)),
+            fork_gen: self.fork_gen,
+        });
+        let err = crate::limits::unmap_error(self.total, e);
+        tracing::error!(error = %err, "securememory: the kernel refused to unmap a closed secret");
+        err
     }
 
     /// Read the data pages now (test hook; opens them if needed).

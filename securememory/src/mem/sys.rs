@@ -444,35 +444,47 @@ fn to_limit(v: libc::rlim_t) -> Option<u64> {
     }
 }
 
-fn get_rlimit(resource: libc::__rlimit_resource_t) -> Limit {
+fn get_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<Limit> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `r` is a valid rlimit struct for the kernel to fill.
     if unsafe { libc::getrlimit(resource, &mut r) } != 0 {
-        return Limit {
-            soft: None,
-            hard: None,
-        };
+        // Refused (a seccomp filter denying prlimit64, say): unknown, which
+        // is not the same as unlimited.
+        return Err(last_error());
     }
-    Limit {
+    Ok(Limit {
         soft: to_limit(r.rlim_cur),
         hard: to_limit(r.rlim_max),
-    }
+    })
 }
 
-/// The current `RLIMIT_MEMLOCK`.
+/// The current `RLIMIT_MEMLOCK`, or why it could not be read.
 ///
 /// # References
 /// - getrlimit(2)
-pub(crate) fn memlock_limit() -> Limit {
+pub(crate) fn memlock_limit() -> io::Result<Limit> {
     get_rlimit(libc::RLIMIT_MEMLOCK)
 }
 
-/// The current `RLIMIT_CORE`.
+/// The current `RLIMIT_AS` (address space), or why it could not be read.
+pub(crate) fn address_space_limit() -> io::Result<Limit> {
+    get_rlimit(libc::RLIMIT_AS)
+}
+
+/// The current `RLIMIT_NOFILE` (descriptors), or why it could not be read.
+pub(crate) fn nofile_limit() -> io::Result<Limit> {
+    get_rlimit(libc::RLIMIT_NOFILE)
+}
+
+/// The current `RLIMIT_CORE` (both `None` if it cannot be read).
 pub(crate) fn core_limit() -> Limit {
-    get_rlimit(libc::RLIMIT_CORE)
+    get_rlimit(libc::RLIMIT_CORE).unwrap_or(Limit {
+        soft: None,
+        hard: None,
+    })
 }
 
 /// Set `RLIMIT_CORE` to zero, soft and hard: no core file for this process.
