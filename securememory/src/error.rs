@@ -214,8 +214,9 @@ pub enum Error {
     #[error("could not read the secret from the reader: {0}")]
     ReadFailed(io::Error),
 
-    /// Copying the secret out of its memory file failed.
-    #[error("could not copy the secret out of protected memory: {0}")]
+    /// Copying the secret into its memory file (placing a pooled secret's
+    /// bytes) or out of it (a read, or the canary check at close) failed.
+    #[error("could not copy the secret into or out of its protected memory: {0}")]
     AccessFailed(io::Error),
 
     /// Writing zeros over a secret at close failed. The library then
