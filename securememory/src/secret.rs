@@ -357,6 +357,11 @@ impl Secret {
     ///   overwritten; the memory is wiped and freed all the same.
     /// - [`Error::ProtectFailed`] if the pages could not be made writable to
     ///   wipe; they are unmapped all the same.
+    /// - [`Error::WipeFailed`] if writing zeros into the memory file failed;
+    ///   the range is punched out of the file instead and released.
+    /// - [`Error::UnmapFailed`] if the kernel refused to unmap the wiped
+    ///   pages (the map-count limit); they stay mapped and counted, are
+    ///   never reused, and a later release unmaps them.
     pub fn close(&self) -> Result<()> {
         if self.fork_gen != fork::generation() {
             // A fork child: the gate's count and mutex were copied mid-flight
