@@ -83,7 +83,17 @@ pub(crate) fn report(requested: u64) -> MemlockReport {
         soft,
         hard,
         limit_unknown: l.is_err(),
+        denied: false,
     }
+}
+
+/// Whether the kernel's `EPERM` cannot be the memlock limit: the kernel
+/// answers it for locking only when the soft limit is zero and the thread
+/// lacks `CAP_IPC_LOCK`, so otherwise a filter or a security module did.
+fn denied_by_filter(report: &MemlockReport, source: &io::Error) -> bool {
+    source.raw_os_error() == Some(libc::EPERM)
+        && !report.limit_unknown
+        && (has_ipc_lock() || report.soft != Some(0))
 }
 
 /// A lock error for `requested` bytes with the kernel's (or our) reason.
@@ -98,10 +108,9 @@ pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
         };
     }
     metrics::refused();
-    Error::LockFailed {
-        report: report(requested),
-        source,
-    }
+    let mut report = report(requested);
+    report.denied = denied_by_filter(&report, &source);
+    Error::LockFailed { report, source }
 }
 
 /// Count `bytes` as locked, or refuse if that would pass the soft limit.

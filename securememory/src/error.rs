@@ -18,6 +18,11 @@ pub struct MemlockReport {
     /// filter say): `soft` and `hard` are then `None` and mean unknown, not
     /// unlimited, and the kernel's own answer decided.
     pub limit_unknown: bool,
+    /// The kernel answered `EPERM` although the limit allows locking (the
+    /// process holds `CAP_IPC_LOCK`, or its soft limit is not zero): a
+    /// seccomp filter or a security module denied the call, and raising the
+    /// limit would not help.
+    pub denied: bool,
 }
 
 fn limit(v: Option<u64>) -> String {
@@ -29,6 +34,20 @@ fn limit(v: Option<u64>) -> String {
 
 impl fmt::Display for MemlockReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.denied {
+            return write!(
+                f,
+                "could not lock {} more bytes into RAM: the kernel answered EPERM although the \
+                 memlock limit allows it (soft limit {}), so a seccomp filter or a security \
+                 module denies locking memory; a higher limit would not help. Allow `mlock` and \
+                 `mmap` with `MAP_LOCKED` in the process's seccomp profile, or opt in to \
+                 unlocked memory with `LockPolicy::AllowUnlocked`; this library holds {} bytes \
+                 locked.",
+                self.requested,
+                limit(self.soft),
+                self.locked_by_library,
+            );
+        }
         if self.limit_unknown {
             return write!(
                 f,

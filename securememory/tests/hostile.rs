@@ -747,3 +747,26 @@ fn memlock_limit_lowered_at_run_time() {
     const TEST: &str = "memlock_limit_lowered_at_run_time";
     in_worker(TEST, "lowered", &[CAP_IPC_LOCK], lowered_worker);
 }
+
+// ---- a denied mlock is not the memlock limit ----
+
+child_test! {
+    /// A seccomp filter denying `mlock` (EPERM) while the limit allows
+    /// locking: an anonymous secret is refused with `LockFailed` whose
+    /// report says it was denied (`report.denied`) and whose message names
+    /// the filter, not `ulimit -l`.
+    fn denied_mlock_is_not_blamed_on_the_limit() {
+        common::seccomp::deny(&[(libc::SYS_mlock, libc::EPERM)]).expect("install the seccomp filter");
+        let f = ProtectedFactory::new(Options::default().backend(Backend::Anonymous)).unwrap();
+        let e = f.new(&mut [1u8; 32]).map(drop).expect_err("locked although mlock is denied");
+        println!("{e}");
+        let Error::LockFailed { report, .. } = &e else {
+            panic!("expected LockFailed, got {e:?}");
+        };
+        assert!(report.denied, "{report:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("seccomp") && msg.contains("EPERM"), "{msg}");
+        assert!(!msg.contains("ulimit -l"), "{msg}");
+        assert_books_match("after the refusal");
+    }
+}
