@@ -585,7 +585,6 @@ impl Region {
             file: self
                 .store
                 .map(|store| (store, self.file_off, self.data_len as u64)),
-            fork_gen: self.fork_gen,
         });
         let err = crate::limits::unmap_error(self.total, e);
         tracing::error!(error = %err, "securememory: the kernel refused to unmap a closed secret");

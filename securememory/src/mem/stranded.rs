@@ -6,11 +6,12 @@
 //! Each later release tries to unmap them again; only then are they
 //! uncounted and their range freed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::sys;
 use crate::budget;
-use crate::store::Store;
+use crate::store::{Store, GENERATIONS};
 
 /// One mapping the kernel would not unmap.
 pub(crate) struct Stranded {
@@ -20,35 +21,45 @@ pub(crate) struct Stranded {
     pub counted: u64,
     /// Its range of the memory file (offset, length), if any.
     pub file: Option<(&'static Store, u64, u64)>,
-    pub fork_gen: u64,
 }
 
 // SAFETY: the pointer names a mapping no one else refers to any more (its
 // region was released); only `retry`, under the mutex, touches it.
 unsafe impl Send for Stranded {}
 
-static STRANDED: Mutex<Vec<Stranded>> = Mutex::new(Vec::new());
+/// One list per fork generation, like the stores: a fork child never takes
+/// a lock a parent thread may have held at the fork, and never sees the
+/// parent's mappings (not its to unmap).
+static STRANDED: [Mutex<Vec<Stranded>>; GENERATIONS] =
+    [const { Mutex::new(Vec::new()) }; GENERATIONS];
+/// Entries in all lists: releases skip the lock while there are none.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// Keep `s` until a later [`retry`] unmaps it.
-pub(crate) fn keep(s: Stranded) {
-    STRANDED.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+fn list() -> Option<&'static Mutex<Vec<Stranded>>> {
+    STRANDED.get(crate::fork::generation() as usize)
 }
 
-/// Try again to unmap every stranded mapping of this fork generation; give
-/// back the budget and the file range of those the kernel now unmaps.
+/// Keep `s` until a later [`retry`] unmaps it. Past the last generation
+/// that has a list it is kept nowhere: still counted, never reused.
+pub(crate) fn keep(s: Stranded) {
+    if let Some(list) = list() {
+        list.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Try again to unmap this generation's stranded mappings; give back the
+/// budget and the file range of those the kernel now unmaps.
 pub(crate) fn retry() {
-    let mut list = STRANDED.lock().unwrap_or_else(|p| p.into_inner());
-    if list.is_empty() {
+    if COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
-    let generation = crate::fork::generation();
+    let Some(list) = list() else { return };
+    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
     list.retain(|s| {
-        if s.fork_gen != generation {
-            // A fork child: not its mapping to unmap (and not its store).
-            return true;
-        }
-        // SAFETY: the mapping was owned by a released region and nothing
-        // refers to it; it is unmapped at most once (removed on success).
+        // SAFETY: the mapping was owned by a released region of this
+        // generation and nothing refers to it; it is unmapped at most once
+        // (removed on success).
         if unsafe { sys::munmap(s.base, s.total) }.is_err() {
             return true;
         }
@@ -58,6 +69,7 @@ pub(crate) fn retry() {
         if s.counted > 0 {
             budget::release(s.counted);
         }
+        COUNT.fetch_sub(1, Ordering::Relaxed);
         false
     });
 }
