@@ -87,13 +87,16 @@ pub(crate) fn report(requested: u64) -> MemlockReport {
     }
 }
 
-/// Whether the kernel's `EPERM` cannot be the memlock limit: the kernel
-/// answers it for locking only when the soft limit is zero and the thread
-/// lacks `CAP_IPC_LOCK`, so otherwise a filter or a security module did.
+/// Whether the refusal cannot be the memlock limit: Linux has `mlock`, so
+/// `ENOSYS` is a filter's answer; and the kernel answers `EPERM` for locking
+/// only when the soft limit is zero and the thread lacks `CAP_IPC_LOCK`, so
+/// otherwise a filter or a security module did.
 fn denied_by_filter(report: &MemlockReport, source: &io::Error) -> bool {
-    source.raw_os_error() == Some(libc::EPERM)
-        && !report.limit_unknown
-        && (has_ipc_lock() || report.soft != Some(0))
+    match source.raw_os_error() {
+        Some(libc::ENOSYS) => true,
+        Some(libc::EPERM) => !report.limit_unknown && (has_ipc_lock() || report.soft != Some(0)),
+        _ => false,
+    }
 }
 
 /// A lock error for `requested` bytes with the kernel's (or our) reason.

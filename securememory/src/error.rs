@@ -18,10 +18,10 @@ pub struct MemlockReport {
     /// filter say): `soft` and `hard` are then `None` and mean unknown, not
     /// unlimited, and the kernel's own answer decided.
     pub limit_unknown: bool,
-    /// The kernel answered `EPERM` although the limit allows locking (the
-    /// process holds `CAP_IPC_LOCK`, or its soft limit is not zero): a
-    /// seccomp filter or a security module denied the call, and raising the
-    /// limit would not help.
+    /// The call was refused with `ENOSYS`, or with `EPERM` although the
+    /// limit allows locking (the thread holds `CAP_IPC_LOCK`, or its soft
+    /// limit is not zero): a seccomp filter or a security module denied it,
+    /// and raising the limit would not help.
     pub denied: bool,
 }
 
@@ -37,9 +37,9 @@ impl fmt::Display for MemlockReport {
         if self.denied {
             return write!(
                 f,
-                "could not lock {} more bytes into RAM: the kernel answered EPERM although the \
-                 memlock limit allows it (soft limit {}), so a seccomp filter or a security \
-                 module denies locking memory; a higher limit would not help. Allow `mlock` and \
+                "could not lock {} more bytes into RAM: refused although the memlock limit \
+                 allows it (soft limit {}), so a seccomp filter or a security module denies \
+                 locking memory; a higher limit would not help. Allow `mlock` and \
                  `mmap` with `MAP_LOCKED` in the process's seccomp profile, or opt in to \
                  unlocked memory with `LockPolicy::AllowUnlocked`; this library holds {} bytes \
                  locked.",
