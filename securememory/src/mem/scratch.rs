@@ -22,7 +22,8 @@
 //! that cannot be locked is made unlocked instead (counted and logged by the
 //! region). In a fork child the inherited regions (not locked there: `mlock`
 //! is not inherited) are dropped without touching the budget, and new ones
-//! are made.
+//! are made. A thread-local destructor that reads a secret after this
+//! thread's stack was destroyed gets a region of its own for that access.
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
@@ -111,6 +112,10 @@ pub(crate) struct ScratchBuf {
     slab: usize,
     prev_top: usize,
     prev_current: usize,
+    /// A region of this reservation's own, made when the thread's stack is
+    /// already destroyed (an access from a thread-local destructor);
+    /// unmapped, after the wipe, when the reservation is dropped.
+    own: Option<Region>,
     _not_send: PhantomData<*mut u8>,
 }
 
@@ -121,8 +126,8 @@ impl Deref for ScratchBuf {
         // SAFETY: `[ptr, ptr + len)` lies in the data pages of one of this
         // thread's regions, read-write while it exists; the region stays
         // mapped until this reservation is dropped (regions are only removed
-        // when unusable and empty, or when no reservation is live), and no
-        // other reservation overlaps it.
+        // when unusable and empty, or when no reservation is live; `own` is
+        // dropped with the reservation), and no other reservation overlaps it.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
@@ -140,6 +145,11 @@ impl Drop for ScratchBuf {
     fn drop(&mut self) {
         // SAFETY: as in `deref`; no borrow of the bytes outlives `self`.
         unsafe { sys::wipe(self.ptr, self.len) };
+        if self.own.is_some() {
+            // Not in the thread's stack: the region goes with the reservation.
+            self.own = None;
+            return;
+        }
         let _ = STACK.try_with(|s| {
             if let Some(slab) = s.slabs.borrow_mut().get_mut(self.slab) {
                 slab.top = self.prev_top;
@@ -230,11 +240,27 @@ pub(crate) fn reserve(len: usize, at: Placement, lock: LockPolicy) -> Result<Scr
     }
     STACK
         .try_with(|s| reserve_in(s, len, at, lock))
-        .unwrap_or_else(|_| {
-            Err(Error::Unsupported(
-                "scratch buffer: this thread is exiting".into(),
-            ))
-        })
+        .unwrap_or_else(|_| reserve_alone(len, lock))
+}
+
+/// The thread's stack is gone (a thread-local destructor that ran after
+/// it reads a secret): a region for this reservation alone, the bytes flush
+/// against its trailing guard, unmapped when the reservation is dropped.
+#[cold]
+fn reserve_alone(len: usize, lock: LockPolicy) -> Result<ScratchBuf> {
+    let region = new_region(lock)?;
+    let start = region.data_len() - len;
+    // SAFETY: `start + len == data_len`, inside the data pages.
+    let ptr = unsafe { region.data_ptr().add(start) };
+    Ok(ScratchBuf {
+        ptr,
+        len,
+        slab: usize::MAX,
+        prev_top: 0,
+        prev_current: 0,
+        own: Some(region),
+        _not_send: PhantomData,
+    })
 }
 
 fn reserve_in(s: &Stack, len: usize, at: Placement, lock: LockPolicy) -> Result<ScratchBuf> {
@@ -293,6 +319,7 @@ fn take(s: &Stack, i: usize, start: usize, len: usize) -> ScratchBuf {
         slab: i,
         prev_top,
         prev_current,
+        own: None,
         _not_send: PhantomData,
     }
 }
