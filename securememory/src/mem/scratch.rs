@@ -20,7 +20,8 @@
 //! real error (the budget's refusal, the kernel's mlock error, a failed map),
 //! and the next call tries again. With [`LockPolicy::AllowUnlocked`] a region
 //! that cannot be locked is made unlocked instead (counted and logged by the
-//! region). In a fork child the inherited regions (not locked there: `mlock`
+//! region), for that access only: the thread keeps only a locked region
+//! between accesses. In a fork child the inherited regions (not locked there: `mlock`
 //! is not inherited) are dropped without touching the budget, and new ones
 //! are made. A thread-local destructor that reads a secret after this
 //! thread's stack was destroyed gets a region of its own for that access.
@@ -176,10 +177,11 @@ impl Stack {
         loop {
             let dropped = {
                 let mut slabs = self.slabs.borrow_mut();
-                // An unlocked first region (`AllowUnlocked`) is kept too: the
-                // next such access reuses it, and a `Require` access replaces it.
+                // An unlocked first region (`AllowUnlocked`, lock refused) is
+                // not kept: the next access tries to lock again, and if it
+                // cannot, its unlocked region is counted and logged anew.
                 let keep = match slabs.first() {
-                    Some(first) if first.region.fork_gen() == gen => 1,
+                    Some(first) if first.region.fork_gen() == gen && first.region.is_locked() => 1,
                     _ => 0,
                 };
                 if slabs.len() <= keep {
