@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 use common::procfs::{is_locked_at, read_proc_mem, vm_lck_kib};
 use securememory::{
-    stats, test_hooks, AccessPath, Backend, Error, Layout, LockPolicy, Options, ProtectedFactory,
-    Secret, SecretFactory,
+    stats, test_hooks, AccessPath, Backend, Error, Layout, Options, ProtectedFactory, Secret,
+    SecretFactory,
 };
 use support_proc::fork_and_wait;
 
@@ -346,5 +346,37 @@ fn attack_access_from_a_thread_local_destructor() {
             r.ends_with("Ok(true)"),
             "read in a TLS destructor: {results:?}"
         );
+    }
+}
+
+child_test! {
+    /// Threads whose only copy-path accesses happen in a thread-local
+    /// destructor (the scratch is first needed while the thread is being
+    /// torn down): the bytes are read, and once the threads are joined no
+    /// locked memory is left behind (`VmLck`, `bytes_locked`).
+    fn attack_first_access_in_a_thread_local_destructor_leaks_nothing() {
+        let copy: &'static Secret = Box::leak(Box::new(page().new(&mut value(3, 32)).unwrap()));
+        let pool: &'static Secret = Box::leak(Box::new(pooled().new(&mut value(4, 32)).unwrap()));
+        let g: &'static Secret = Box::leak(Box::new(guarded().new(&mut value(5, 32)).unwrap()));
+        let before = (vm_lck_kib() * 1024, stats().bytes_locked);
+        TLS_RESULTS.lock().unwrap().clear();
+        for _ in 0..4 {
+            std::thread::spawn(move || {
+                ON_EXIT.with(|o| {
+                    *o.borrow_mut() = Some(ReadsOnExit(vec![
+                        (copy, value(3, 32)),
+                        (pool, value(4, 32)),
+                        (g, value(5, 32)),
+                    ]))
+                });
+            })
+            .join()
+            .unwrap();
+        }
+        let results = TLS_RESULTS.lock().unwrap().clone();
+        assert_eq!(results.len(), 12, "{results:?}");
+        assert!(results.iter().all(|r| r.ends_with("Ok(true)")), "{results:?}");
+        let after = (vm_lck_kib() * 1024, stats().bytes_locked);
+        assert_eq!(after, before, "(VmLck, bytes_locked) after the threads exited");
     }
 }
