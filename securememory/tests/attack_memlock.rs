@@ -151,3 +151,47 @@ fn attack_nested_extra_region_refused_is_lock_failed() {
     }
     run_worker(TEST);
 }
+
+/// A fork child of a process whose budget is used up holds no locked
+/// memory at all (`mlock` is not inherited, shared locked mappings are not
+/// forked), yet the library's budget still counts the parent's bytes: the
+/// child's first secret and its scratch are refused with a `LockFailed` that
+/// blames the memlock limit although the kernel would lock them.
+#[test]
+fn attack_fork_child_budget_counts_the_parents_bytes() {
+    const TEST: &str = "attack_fork_child_budget_counts_the_parents_bytes";
+    if common::child::is_child(TEST) {
+        no_cap_small_limit();
+        let f = ProtectedFactory::default();
+        let pool = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
+        let mine = f.new(&mut value(1, 32)).unwrap();
+        mine.with_bytes(|_| ()).unwrap();
+        let held = fill_budget();
+        let status = support_proc::fork_and_wait(|| {
+            let vm = common::procfs::vm_lck_kib();
+            let made = f.new(&mut value(2, 32));
+            let read = made.as_ref().map(|s| s.with_bytes(|b| b == value(2, 32)));
+            let pooled = pool.create_random(32).map(|s| s.with_bytes(|b| b.len()));
+            eprintln!(
+                "fork child: VmLck {vm} kB, bytes_locked {}; new: {:?}; read: {:?}; pooled: {:?}",
+                stats().bytes_locked,
+                made.as_ref().err(),
+                read.as_ref().ok(),
+                pooled
+            );
+            match (vm, made.is_ok(), read, pooled) {
+                (0, true, Ok(Ok(true)), Ok(Ok(32))) => 0,
+                _ => 1,
+            }
+        });
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "fork child: {status:?} (see its stderr)"
+        );
+        drop(held);
+        common::child::done();
+        return;
+    }
+    run_worker(TEST);
+}
