@@ -380,3 +380,21 @@ child_test! {
         assert_eq!(after, before, "(VmLck, bytes_locked) after the threads exited");
     }
 }
+
+child_test! {
+    /// A copy-path secret larger than the scratch: `with_bytes` opens the
+    /// window (two protection changes), `reader()` does not (a `pread`
+    /// into the caller's buffer), as the README says.
+    fn attack_large_copy_path_secret_window_only_for_with_bytes() {
+        use std::io::Read as _;
+        let len = securememory::scratch_capacity() + 1;
+        let s = page().new(&mut value(6, len)).unwrap();
+        let before = stats().protection_changes;
+        let mut buf = vec![0u8; len];
+        s.reader().read_exact(&mut buf).unwrap();
+        assert_eq!(buf, value(6, len));
+        assert_eq!(stats().protection_changes, before, "reader() opened the window");
+        assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), value(6, len));
+        assert_eq!(stats().protection_changes, before + 2, "with_bytes did not take the window");
+    }
+}
