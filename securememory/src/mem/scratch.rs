@@ -146,9 +146,11 @@ impl Drop for ScratchBuf {
     fn drop(&mut self) {
         // SAFETY: as in `deref`; no borrow of the bytes outlives `self`.
         unsafe { sys::wipe(self.ptr, self.len) };
-        if self.own.is_some() {
+        if let Some(own) = self.own.take() {
             // Not in the thread's stack: the region goes with the reservation.
-            self.own = None;
+            // Its release calls metrics and tracing; a panic there is
+            // contained, as in `trim` (this may run while unwinding).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(own)));
             return;
         }
         let _ = STACK.try_with(|s| {
