@@ -135,8 +135,21 @@ pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Give back `bytes` counted by [`reserve`].
+/// Give back `bytes` counted by [`reserve`]. Never below zero: a count
+/// taken before a fork and given back in the child (which starts from zero,
+/// see [`forget_in_fork_child`]) must not wrap around.
 pub(crate) fn release(bytes: u64) {
-    LOCKED.fetch_sub(bytes, Ordering::Relaxed);
+    let _ = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+        Some(now.saturating_sub(bytes))
+    });
     metrics::locked_changed(locked_bytes());
+}
+
+/// In a fork child, right after the fork: nothing the parent locked is
+/// locked here (`mlock` is not inherited; the shared locked mappings are
+/// not forked), so the child's budget starts from zero. Inherited regions
+/// give nothing back when dropped in the child. Async-signal-safe (one
+/// atomic store).
+pub(crate) fn forget_in_fork_child() {
+    LOCKED.store(0, Ordering::Relaxed);
 }

@@ -14,9 +14,10 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
 
 /// Runs in the child right after `fork`, before the child's own code: only
-/// async-signal-safe work here (an atomic add and a `close`).
+/// async-signal-safe work here (atomic stores and a `close`).
 extern "C" fn in_child() {
     let now = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    crate::budget::forget_in_fork_child();
     crate::store::close_in_fork_child(now);
 }
 

@@ -57,12 +57,33 @@ pub fn take_last_wiped() -> Option<Vec<u8>> {
     WIPED.with(|w| w.borrow_mut().take())
 }
 
+thread_local! {
+    static OBSERVE_WIPES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether releases on this thread record what [`take_last_wiped`] returns
+/// (on by default). The record is a heap copy: tests that count the
+/// library's allocations turn it off.
+pub fn observe_wipes(on: bool) {
+    OBSERVE_WIPES.with(|o| o.set(on));
+}
+
+fn observing() -> bool {
+    OBSERVE_WIPES.try_with(|o| o.get()).unwrap_or(true)
+}
+
 pub(crate) fn observe_wiped(region: &crate::mem::region::Region) {
+    if !observing() {
+        return;
+    }
     let bytes = region.snapshot();
     let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
 }
 
 pub(crate) fn observe_slot_wiped(slot: &crate::pool::Slot) {
+    if !observing() {
+        return;
+    }
     let bytes = slot.snapshot();
     let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
 }

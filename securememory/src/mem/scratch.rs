@@ -20,9 +20,11 @@
 //! real error (the budget's refusal, the kernel's mlock error, a failed map),
 //! and the next call tries again. With [`LockPolicy::AllowUnlocked`] a region
 //! that cannot be locked is made unlocked instead (counted and logged by the
-//! region). In a fork child the inherited regions (not locked there: `mlock`
+//! region), for that access only: the thread keeps only a locked region
+//! between accesses. In a fork child the inherited regions (not locked there: `mlock`
 //! is not inherited) are dropped without touching the budget, and new ones
-//! are made.
+//! are made. A thread-local destructor that reads a secret after this
+//! thread's stack was destroyed gets a region of its own for that access.
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
@@ -111,6 +113,10 @@ pub(crate) struct ScratchBuf {
     slab: usize,
     prev_top: usize,
     prev_current: usize,
+    /// A region of this reservation's own, made when the thread's stack is
+    /// already destroyed (an access from a thread-local destructor);
+    /// unmapped, after the wipe, when the reservation is dropped.
+    own: Option<Region>,
     _not_send: PhantomData<*mut u8>,
 }
 
@@ -121,8 +127,8 @@ impl Deref for ScratchBuf {
         // SAFETY: `[ptr, ptr + len)` lies in the data pages of one of this
         // thread's regions, read-write while it exists; the region stays
         // mapped until this reservation is dropped (regions are only removed
-        // when unusable and empty, or when no reservation is live), and no
-        // other reservation overlaps it.
+        // when unusable and empty, or when no reservation is live; `own` is
+        // dropped with the reservation), and no other reservation overlaps it.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
@@ -140,6 +146,13 @@ impl Drop for ScratchBuf {
     fn drop(&mut self) {
         // SAFETY: as in `deref`; no borrow of the bytes outlives `self`.
         unsafe { sys::wipe(self.ptr, self.len) };
+        if let Some(own) = self.own.take() {
+            // Not in the thread's stack: the region goes with the reservation.
+            // Its release calls metrics and tracing; a panic there is
+            // contained, as in `trim` (this may run while unwinding).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(own)));
+            return;
+        }
         let _ = STACK.try_with(|s| {
             if let Some(slab) = s.slabs.borrow_mut().get_mut(self.slab) {
                 slab.top = self.prev_top;
@@ -166,10 +179,11 @@ impl Stack {
         loop {
             let dropped = {
                 let mut slabs = self.slabs.borrow_mut();
-                // An unlocked first region (`AllowUnlocked`) is kept too: the
-                // next such access reuses it, and a `Require` access replaces it.
+                // An unlocked first region (`AllowUnlocked`, lock refused) is
+                // not kept: the next access tries to lock again, and if it
+                // cannot, its unlocked region is counted and logged anew.
                 let keep = match slabs.first() {
-                    Some(first) if first.region.fork_gen() == gen => 1,
+                    Some(first) if first.region.fork_gen() == gen && first.region.is_locked() => 1,
                     _ => 0,
                 };
                 if slabs.len() <= keep {
@@ -230,11 +244,27 @@ pub(crate) fn reserve(len: usize, at: Placement, lock: LockPolicy) -> Result<Scr
     }
     STACK
         .try_with(|s| reserve_in(s, len, at, lock))
-        .unwrap_or_else(|_| {
-            Err(Error::Unsupported(
-                "scratch buffer: this thread is exiting".into(),
-            ))
-        })
+        .unwrap_or_else(|_| reserve_alone(len, lock))
+}
+
+/// The thread's stack is gone (a thread-local destructor that ran after
+/// it reads a secret): a region for this reservation alone, the bytes flush
+/// against its trailing guard, unmapped when the reservation is dropped.
+#[cold]
+fn reserve_alone(len: usize, lock: LockPolicy) -> Result<ScratchBuf> {
+    let region = new_region(lock)?;
+    let start = region.data_len() - len;
+    // SAFETY: `start + len == data_len`, inside the data pages.
+    let ptr = unsafe { region.data_ptr().add(start) };
+    Ok(ScratchBuf {
+        ptr,
+        len,
+        slab: usize::MAX,
+        prev_top: 0,
+        prev_current: 0,
+        own: Some(region),
+        _not_send: PhantomData,
+    })
 }
 
 fn reserve_in(s: &Stack, len: usize, at: Placement, lock: LockPolicy) -> Result<ScratchBuf> {
@@ -293,6 +323,7 @@ fn take(s: &Stack, i: usize, start: usize, len: usize) -> ScratchBuf {
         slab: i,
         prev_top,
         prev_current,
+        own: None,
         _not_send: PhantomData,
     }
 }
