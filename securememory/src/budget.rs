@@ -27,9 +27,20 @@ pub enum LockPolicy {
     AllowUnlocked,
 }
 
-/// Bytes the library holds locked right now.
+/// Bytes the library holds locked right now (in this process: a fork
+/// child starts at zero).
 pub(crate) fn locked_bytes() -> u64 {
+    let _ = crate::fork::generation();
     LOCKED.load(Ordering::Relaxed)
+}
+
+/// In a fork child, once, before its own code uses the library: nothing is
+/// locked there (`mlock` is not inherited, and the parent's shared and
+/// wiped-on-fork pages are not the child's), so the count starts at zero.
+/// The parent's regions released in the child give nothing back (see
+/// `Region::release`). Async-signal-safe: one atomic store.
+pub(crate) fn reset_in_fork_child() {
+    LOCKED.store(0, Ordering::Relaxed);
 }
 
 /// Whether the calling thread has `CAP_IPC_LOCK` in its effective set (the
@@ -75,6 +86,7 @@ pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
 
 /// Count `bytes` as locked, or refuse if that would pass the soft limit.
 pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
+    let _ = crate::fork::generation();
     let soft = applicable_limit();
     let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match soft {
         Some(soft) if now + bytes > soft => None,

@@ -11,8 +11,11 @@
 //! - close-on-exec (`MFD_CLOEXEC`): it does not survive `exec`;
 //! - mode `0000`: it cannot be reopened through `/proc/<pid>/fd/N` without
 //!   `CAP_DAC_OVERRIDE`;
-//! - closed in a fork child by the at-fork handler (see `fork`), before the
-//!   child runs any code of its own.
+//! - closed in a fork child: by the at-fork handler (see `fork`) before the
+//!   child runs any code of its own after glibc's `fork`; after a raw
+//!   `fork`/`clone` system call (no handler runs) by the child's first call
+//!   into the library, which notices the fork (until then the child's own
+//!   code could use it: Linux has no close-on-fork).
 //!
 //! A fork child that makes secrets of its own gets a memory file of its own:
 //! there is one store per fork generation (the depth of the fork chain), each
@@ -85,10 +88,13 @@ pub(crate) fn current() -> Result<&'static Store, Error> {
     }
     // A failure is not cached: a transient one (EMFILE, say) must not
     // disable the backend for the life of the process. Two threads may both
-    // open a file here; the loser's is closed when it drops.
+    // open a file here; the loser's is closed when it drops. Fenced: a fork
+    // must not copy a descriptor that the child handler cannot find yet.
+    let fence = fork::fence();
     let store =
         open().map_err(|why| Error::Unsupported(format!("memfd backend unavailable: {why}")))?;
     let _ = slot.set(store);
+    drop(fence);
     Ok(slot.get().expect("set just above"))
 }
 
@@ -156,9 +162,10 @@ impl Store {
     }
 }
 
-/// Called only from the at-fork child handler: close the descriptors of the
-/// stores of earlier generations so the child cannot read the parent's
-/// secrets through them. Only atomic loads, swaps and `close`.
+/// Called once in a fork child (at-fork handler or first library call):
+/// close the descriptors of the stores of earlier generations so the child
+/// cannot read the parent's secrets through them. Only atomic loads, swaps
+/// and `close`: async-signal-safe.
 pub(crate) fn close_in_fork_child(new_generation: u64) {
     for slot in STORES.iter().take(new_generation as usize) {
         if let Some(store) = slot.get() {
