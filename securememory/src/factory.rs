@@ -157,6 +157,8 @@ pub struct ProtectedFactory {
 
 impl Default for ProtectedFactory {
     fn default() -> Self {
+        // The process-wide fork machinery exists before the first secret.
+        crate::fork::install();
         ProtectedFactory {
             opts: Options::default()
                 .backend(Backend::Memfd)
@@ -176,6 +178,7 @@ impl ProtectedFactory {
     /// backend this kernel lacks, or `PoolProtection::ProtectionKey` without
     /// the pooled layout or on a machine without protection keys.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
+        crate::fork::install();
         let mut opts = opts;
         opts.backend = match (opts.backend, opts.layout) {
             // The pool reads by kernel copy only: memfd.

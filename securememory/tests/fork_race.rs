@@ -19,6 +19,8 @@
 //! wipes it. The library places secrets 8-byte aligned, so the scan looks
 //! at 8-byte aligned words.
 //!
+//! A second test has two threads forking at once (200 forks each).
+//!
 //! `SECUREMEMORY_FORK_STRESS=N` runs N forks instead of the default 2000.
 
 #[macro_use]
@@ -104,7 +106,16 @@ fn forks() -> usize {
 
 child_test! {
     fn fork_during_creation_never_leaks_a_secret() {
-        stress();
+        stress(1, forks());
+    }
+}
+
+child_test! {
+    /// Two threads forking at once: the prepare handlers count forkers, so
+    /// neither waits for the other and no creator is let in while either
+    /// fork is under way.
+    fn two_threads_forking_at_once_never_leak_a_secret() {
+        stress(2, 200);
     }
 }
 
@@ -148,7 +159,8 @@ impl Staging {
     }
 }
 
-fn stress() {
+/// `forkers` threads fork `each` times while two threads make secrets.
+fn stress(forkers: usize, each: usize) {
     let keys = Keys::random();
     let configs = configs::all();
     let backends: Vec<_> = configs.iter().map(|c| c.name).collect();
@@ -164,17 +176,26 @@ fn stress() {
                 .expect("spawn creator")
         })
         .collect();
-    let n = forks();
-    let forker = std::thread::Builder::new()
-        .stack_size(256 << 10)
-        .spawn(move || forker(n, keys))
-        .expect("spawn forker");
-    let (clean, memory, descriptor, other) = forker.join().expect("forker");
+    let forkers: Vec<_> = (0..forkers)
+        .map(|_| {
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || forker(each, keys))
+                .expect("spawn forker")
+        })
+        .collect();
+    let mut tally = (0, 0, 0, 0);
+    for f in forkers {
+        let t = f.join().expect("forker");
+        tally = (tally.0 + t.0, tally.1 + t.1, tally.2 + t.2, tally.3 + t.3);
+    }
+    let (clean, memory, descriptor, other) = tally;
     stop.store(true, Ordering::Relaxed);
     for c in creators {
         c.join().expect("creator");
     }
     let made = created.load(Ordering::Relaxed);
+    let n = clean + memory + descriptor + other;
     println!(
         "{n} forks while {made} secrets were made: {clean} clean children, {memory} saw a \
          secret in memory, {descriptor} through a descriptor, {other} failed otherwise"
@@ -261,23 +282,8 @@ fn note(msg: &str) {
     unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
 }
 
-static SCANNED: AtomicUsize = AtomicUsize::new(0);
-
 /// Runs in the fork child: look for any of the parent's values.
 fn scan(keys: &Keys) -> i32 {
-    let t = std::time::Instant::now();
-    let r = scan_inner(keys);
-    if std::env::var("FR_DEBUG").is_ok() {
-        note(&format!(
-            "scanned {} bytes in {:?}",
-            SCANNED.load(Ordering::Relaxed),
-            t.elapsed()
-        ));
-    }
-    r
-}
-
-fn scan_inner(keys: &Keys) -> i32 {
     if let Some(where_) = scan_memory(keys) {
         note(&format!("a parent's secret in memory: {where_}"));
         return HIT_MEMORY;
@@ -367,7 +373,6 @@ fn scan_memory(keys: &Keys) -> Option<String> {
                     .is_none_or(|r| r[first..first + len / page].iter().any(|&v| v & 1 != 0));
             if any {
                 if let Ok(n) = mem.read_at(&mut buf[..len], at as u64) {
-                    SCANNED.fetch_add(n, Ordering::Relaxed);
                     if find(keys, &buf[..n]) {
                         return Some(line.to_string());
                     }

@@ -24,9 +24,9 @@ use std::process::ExitStatus;
 use caps::{CapSet, Capability};
 use common::child::{describe, in_worker};
 use common::configs::{self, Config};
-use common::procfs::vm_lck_kib;
+use common::procfs::{smaps, vm_lck_kib};
 use common::rlimit::{memlock, set_memlock};
-use securememory::test_hooks::store_fd;
+use securememory::test_hooks::{clear_faults, fail_next, store_fd, FaultOp};
 use securememory::{stats, Error, ProtectedFactory, Secret, SecretFactory};
 use support_proc::{assert_no_thread_has, fork_and_wait, CAP_IPC_LOCK};
 
@@ -199,6 +199,30 @@ fn raw_child(secret: &Secret, fd: Option<i32>, configs: &[Config]) -> Result<(),
     match secret.with_bytes(|_| ()) {
         Err(Error::Forked) | Err(Error::Closed) => Ok(()),
         other => Err(format!("with_bytes after close: {other:?}")),
+    }
+}
+
+child_test! {
+    /// Without `MADV_WIPEONFORK` (kernels before 4.14; here its madvise is
+    /// made to fail before the library's first use) fork children are
+    /// detected by pid: a raw fork child still gets `Error::Forked` and its
+    /// inherited descriptor closed.
+    fn raw_fork_child_detected_by_pid_without_wipeonfork() {
+        fail_next(FaultOp::Madvise, 0, libc::EINVAL);
+        let factory = ProtectedFactory::default();
+        clear_faults();
+        // The fallback is in use: no wipe-on-fork page exists yet (the
+        // sentinel would be one).
+        assert!(
+            !smaps().iter().any(|v| v.has_flag("wf")),
+            "a MADV_WIPEONFORK sentinel exists: the fallback is not what runs"
+        );
+        let cfg = configs::by_name("memfd-page-copy");
+        drop(factory);
+        for kind in kinds() {
+            raw_fork_case(kind, &cfg, std::slice::from_ref(&cfg));
+        }
+        println!("pid fallback: raw fork children get Error::Forked and the descriptor closed");
     }
 }
 
