@@ -44,6 +44,10 @@ pub(crate) const GENERATIONS: usize = 16;
 pub(crate) struct Store {
     /// The descriptor, or -1 once closed in a fork child.
     fd: AtomicI32,
+    /// The file's (device, inode): a fork child closes the descriptor only
+    /// if its number still names this file (after a raw fork the child's own
+    /// code may have closed it and reused the number before noticing).
+    id: Option<(u64, u64)>,
     alloc: Mutex<PageAlloc>,
 }
 
@@ -69,6 +73,7 @@ fn open() -> Result<Store, String> {
     let fd = sys::memfd_create(c"securememory").map_err(|e| format!("memfd_create: {e}"))?;
     sys::fchmod_none(fd.as_raw_fd()).map_err(|e| format!("fchmod: {e}"))?;
     Ok(Store {
+        id: sys::file_id(fd.as_raw_fd()),
         fd: AtomicI32::new(fd.into_raw_fd()),
         alloc: Mutex::new(PageAlloc::default()),
     })
@@ -170,7 +175,8 @@ pub(crate) fn close_in_fork_child(new_generation: u64) {
     for slot in STORES.iter().take(new_generation as usize) {
         if let Some(store) = slot.get() {
             let fd = store.fd.swap(-1, Ordering::AcqRel);
-            if fd >= 0 {
+            // Unknown identity: close all the same (the secrets come first).
+            if fd >= 0 && (store.id.is_none() || sys::file_id(fd) == store.id) {
                 sys::close_raw(fd);
             }
         }

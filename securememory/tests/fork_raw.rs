@@ -226,6 +226,42 @@ child_test! {
     }
 }
 
+child_test! {
+    /// A raw fork child whose own code closed the inherited descriptor and
+    /// got its number back for a file of its own, before its first library
+    /// call: that call leaves the child's file open (it closes the number
+    /// only while it still names the memory file).
+    fn raw_fork_child_keeps_its_own_file_on_a_reused_descriptor_number() {
+        let secret = ProtectedFactory::default().new(&mut PARENTS.to_vec()).expect("create");
+        let fd = store_fd().expect("the memory file is open");
+        for kind in kinds() {
+            let status = raw_fork_and_wait(kind, || {
+                // SAFETY: the child's own descriptor table; `fd` is closed and
+                // the next open takes the lowest free number, which is `fd`
+                // (every lower one is in use: the memory file came later).
+                let mine = unsafe {
+                    libc::close(fd);
+                    libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY)
+                };
+                if mine != fd {
+                    eprintln!("could not reuse fd {fd} (got {mine})");
+                    return 2;
+                }
+                if !matches!(secret.with_bytes(|_| ()), Err(Error::Forked)) {
+                    return 3;
+                }
+                if !is_open(fd) {
+                    eprintln!("the library closed the child's own file on fd {fd}");
+                    return 4;
+                }
+                0
+            });
+            assert!(status.success(), "{kind:?} child: {}", describe(status));
+        }
+        secret.close().unwrap();
+    }
+}
+
 const LIMIT: u64 = 64 * 1024;
 
 #[test]

@@ -396,6 +396,22 @@ pub(crate) fn punch_hole(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// The identity (device, inode) of the file behind `fd`, or `None` if `fd`
+/// is not open. Async-signal-safe.
+///
+/// # References
+/// - fstat(2)
+pub(crate) fn file_id(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-buffer for the kernel to fill.
+    if unsafe { libc::fstat(fd, &mut st) } == 0 {
+        Some((st.st_dev, st.st_ino))
+    } else {
+        None
+    }
+}
+
 /// Close a raw descriptor. Async-signal-safe: used by the at-fork child handler.
 pub(crate) fn close_raw(fd: RawFd) {
     // SAFETY: the caller owns `fd` and forgets it after this call.
