@@ -27,9 +27,20 @@ pub enum LockPolicy {
     AllowUnlocked,
 }
 
-/// Bytes the library holds locked right now.
+/// Bytes the library holds locked right now (in this process: a fork
+/// child starts at zero).
 pub(crate) fn locked_bytes() -> u64 {
+    let _ = crate::fork::generation();
     LOCKED.load(Ordering::Relaxed)
+}
+
+/// In a fork child, once, before its own code uses the library: nothing is
+/// locked there (`mlock` is not inherited, and the parent's shared and
+/// wiped-on-fork pages are not the child's), so the count starts at zero.
+/// The parent's regions released in the child give nothing back (see
+/// `Region::release`). Async-signal-safe: one atomic store.
+pub(crate) fn reset_in_fork_child() {
+    LOCKED.store(0, Ordering::Relaxed);
 }
 
 /// Whether the calling thread has `CAP_IPC_LOCK` in its effective set (the
@@ -118,6 +129,7 @@ pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
 
 /// Count `bytes` as locked, or refuse if that would pass the soft limit.
 pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
+    let _ = crate::fork::generation();
     let limit = applicable_limit();
     let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match limit {
         Applicable::Soft(soft) if now + bytes > soft => None,
@@ -137,19 +149,10 @@ pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
 
 /// Give back `bytes` counted by [`reserve`]. Never below zero: a count
 /// taken before a fork and given back in the child (which starts from zero,
-/// see [`forget_in_fork_child`]) must not wrap around.
+/// see [`reset_in_fork_child`]) must not wrap around.
 pub(crate) fn release(bytes: u64) {
     let _ = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
         Some(now.saturating_sub(bytes))
     });
     metrics::locked_changed(locked_bytes());
-}
-
-/// In a fork child, right after the fork: nothing the parent locked is
-/// locked here (`mlock` is not inherited; the shared locked mappings are
-/// not forked), so the child's budget starts from zero. Inherited regions
-/// give nothing back when dropped in the child. Async-signal-safe (one
-/// atomic store).
-pub(crate) fn forget_in_fork_child() {
-    LOCKED.store(0, Ordering::Relaxed);
 }

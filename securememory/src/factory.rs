@@ -195,6 +195,8 @@ pub struct ProtectedFactory {
 
 impl Default for ProtectedFactory {
     fn default() -> Self {
+        // The process-wide fork machinery exists before the first secret.
+        crate::fork::install();
         ProtectedFactory {
             opts: Options::default()
                 .backend(Backend::Memfd)
@@ -216,6 +218,7 @@ impl ProtectedFactory {
     /// `MemfdSecret` or `Auto`, a probe refused for lack of a resource is
     /// that error ([`Error::LimitReached`], say); it is not remembered.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
+        crate::fork::install();
         let mut opts = opts;
         opts.backend = match (opts.backend, opts.layout) {
             // The pool reads by kernel copy only: memfd.

@@ -20,8 +20,9 @@
 //! | anonymous: data pages | Mmap #0 | ProtectRead #0 (to read-write) | - |
 //! | memfd_secret: create, size, map | MemfdSecret, Ftruncate, Mmap #0 | MemfdSecret, Ftruncate, Mmap #1 | - |
 //! | mlock (not memfd_secret; memfd locks in its mmap call with `MAP_LOCKED`, checked before it) | Mlock #0 | Mlock #0 | Mlock #0 |
-//! | MADV_DONTDUMP | Madvise #0 | Madvise #0 | Madvise #0 |
-//! | MADV_WIPEONFORK / MADV_DONTFORK | Madvise #1 | Madvise #1 | Madvise #1 |
+//! | shared (memfd, memfd_secret, pool chunk): MADV_DONTFORK, right after the map, inside the fork fence | Madvise #0 | Madvise #0 | Madvise #0 |
+//! | MADV_DONTDUMP | Madvise #0 (anonymous), #1 (shared) | same | Madvise #1 |
+//! | anonymous: MADV_WIPEONFORK | Madvise #1 | Madvise #1 | - |
 //! | fill (`create_random`) | Random #0 | Random #1 | Random #0 (in scratch) |
 //! | hide | ProtectNone #0 | ProtectNone #0 | ProtectNone #0 |
 //! | pooled with a protection key: tag the chunk | - | - | PkeyMprotect #0 |
@@ -255,21 +256,24 @@ fn creation_cases(cfg: &Config, len: usize) -> Vec<Case> {
             lock_failed(data, ENOMEM),
         ));
     }
+    // Shared mappings get MADV_DONTFORK first (inside the fork fence, before
+    // anything else); private ones MADV_WIPEONFORK after MADV_DONTDUMP.
+    let shared = cfg.backend() != Backend::Anonymous || slotted(cfg, len);
+    let (fork_advice, fork_nth, dump_nth) = if shared {
+        ("MADV_DONTFORK", 0, 1)
+    } else {
+        ("MADV_WIPEONFORK", 1, 0)
+    };
     v.push(case(
         FaultOp::Madvise,
-        0,
+        dump_nth,
         EINVAL,
         "madvise(MADV_DONTDUMP)",
         advise_failed("MADV_DONTDUMP", EINVAL),
     ));
-    let fork_advice = if cfg.backend() == Backend::Anonymous && !slotted(cfg, len) {
-        "MADV_WIPEONFORK"
-    } else {
-        "MADV_DONTFORK"
-    };
     v.push(case(
         FaultOp::Madvise,
-        1,
+        fork_nth,
         EINVAL,
         "madvise of the fork advice",
         advise_failed(fork_advice, EINVAL),

@@ -138,6 +138,8 @@ impl Region {
         let page = sys::page_size();
         let total = data_len + if spec.guard { 2 * page } else { 0 };
         fork::install();
+        // In a fork child not yet noticed, this empties the budget first.
+        let fork_gen = fork::generation();
 
         // Count the bytes before asking the kernel, so the error names the
         // limit rather than a bare ENOMEM.
@@ -162,7 +164,7 @@ impl Region {
             store: None,
             file_off: 0,
             counted,
-            fork_gen: fork::generation(),
+            fork_gen,
             released: AtomicBool::new(false),
             hide_failed: AtomicBool::new(false),
             key: None,
@@ -178,17 +180,14 @@ impl Region {
         // SAFETY: the whole range is the mapping owned by `region`.
         unsafe { sys::madvise(region.base, total, Advice::DontDump) }
             .map_err(advise_err("MADV_DONTDUMP"))?;
-        let fork_advice = match spec.backing {
-            BackingKind::Anonymous => Advice::WipeOnFork,
-            _ => Advice::DontFork,
-        };
-        // SAFETY: the data pages are owned by `region`.
-        unsafe { sys::madvise(region.data, data_len, fork_advice) }.map_err(advise_err(
-            match fork_advice {
-                Advice::WipeOnFork => "MADV_WIPEONFORK",
-                _ => "MADV_DONTFORK",
-            },
-        ))?;
+        if spec.backing == BackingKind::Anonymous {
+            // Private memory: a child copied before this has the pages with
+            // nothing written yet. (Shared mappings got `MADV_DONTFORK`
+            // inside the fork fence, in `map`.)
+            // SAFETY: the data pages are owned by `region`.
+            unsafe { sys::madvise(region.data, data_len, Advice::WipeOnFork) }
+                .map_err(advise_err("MADV_WIPEONFORK"))?;
+        }
 
         {
             // SAFETY: the data pages are mapped read-write (see `map`), owned
@@ -252,6 +251,11 @@ impl Region {
                 self.store = Some(store);
                 let fd = store.fd()?;
                 let at = guard.then_some(self.data);
+                // From the shared mapping to its `MADV_DONTFORK`, no fork
+                // (that runs at-fork handlers) may copy it: a child would
+                // see every secret later placed in this range.
+                let fence = fork::fence();
+                let mut refused = None;
                 // Locked in the same call when the budget counted it (mapped
                 // VM_LOCKED and populated: no separate `mlock`).
                 let locked = if self.counted > 0 {
@@ -261,8 +265,13 @@ impl Region {
                     } {
                         Ok(p) => Some(p),
                         Err(sys::LockedMapError::Map(e)) => return Err(map_err(data_len)(e)),
+                        Err(sys::LockedMapError::Lock(e)) if lock == LockPolicy::Require => {
+                            drop(fence);
+                            self.uncount();
+                            return Err(budget::lock_error(data_len as u64, e));
+                        }
                         Err(sys::LockedMapError::Lock(e)) => {
-                            self.lock_refused(lock, e)?;
+                            refused = Some(e);
                             None
                         }
                     }
@@ -277,17 +286,22 @@ impl Region {
                     }
                     .map_err(map_err(data_len))?,
                 };
-                if !guard {
-                    self.base = p;
-                    self.data = p;
+                self.keep_from_fork(p, guard)?;
+                drop(fence);
+                // The warning (user code: a `tracing` subscriber, metrics)
+                // runs outside the fence.
+                if let Some(e) = refused {
+                    self.lock_refused(lock, e)?;
                 }
             }
             BackingKind::MemfdSecret => {
+                let at = guard.then_some(self.data);
+                // The descriptor and the mapping exist only inside the fence.
+                let fence = fork::fence();
                 let fd = sys::memfd_secret().map_err(memfd_secret_err(data_len))?;
                 sys::ftruncate(&fd, data_len as u64).map_err(map_err(data_len))?;
-                let at = guard.then_some(self.data);
                 // SAFETY: a fixed target is the data part of our own reservation.
-                let p = unsafe {
+                let mapped = unsafe {
                     sys::mmap_shared(
                         at,
                         data_len,
@@ -295,23 +309,49 @@ impl Region {
                         std::os::fd::AsRawFd::as_raw_fd(&fd),
                         0,
                     )
-                }
-                .map_err(|e| match e.raw_os_error() {
-                    // The kernel charges these pages to RLIMIT_MEMLOCK at mmap
-                    // and answers EAGAIN past it; ENOMEM is another limit.
-                    Some(libc::EAGAIN) | Some(libc::EPERM) => {
-                        self.uncount();
-                        budget::lock_error(data_len as u64, e)
-                    }
-                    _ => map_err(data_len)(e),
-                })?;
-                if !guard {
-                    self.base = p;
-                    self.data = p;
-                }
+                };
+                let kept = match &mapped {
+                    Ok(p) => self.keep_from_fork(*p, guard),
+                    Err(_) => Ok(()),
+                };
                 // The mapping keeps the file alive; the descriptor is closed here.
                 drop(fd);
+                drop(fence);
+                match mapped {
+                    Ok(_) => kept?,
+                    // The kernel charges these pages to RLIMIT_MEMLOCK at mmap
+                    // and answers EAGAIN past it; ENOMEM is another limit.
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EPERM)) =>
+                    {
+                        self.uncount();
+                        return Err(budget::lock_error(data_len as u64, e));
+                    }
+                    Err(e) => return Err(map_err(data_len)(e)),
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// A shared mapping `p` of the data pages was just made (inside the
+    /// fork fence): record it and advise `MADV_DONTFORK`. If the advice is
+    /// refused, unmap the data pages before leaving the fence, so no fork
+    /// copies a shared mapping of a range that will be reused.
+    fn keep_from_fork(&mut self, p: *mut u8, guard: bool) -> Result<(), Error> {
+        if !guard {
+            self.base = p;
+            self.data = p;
+        }
+        // SAFETY: the data pages are the shared mapping just made, ours.
+        let advised = unsafe { sys::madvise(self.data, self.data_len, Advice::DontFork) };
+        if let Err(e) = advised {
+            // SAFETY: nothing has been written or referenced in the pages yet.
+            let _ = unsafe { sys::munmap(self.data, self.data_len) };
+            if !guard {
+                self.base = std::ptr::null_mut();
+            }
+            return Err(advise_err("MADV_DONTFORK")(e));
         }
         Ok(())
     }

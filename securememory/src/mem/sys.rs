@@ -407,6 +407,22 @@ pub(crate) fn punch_hole(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// The identity (device, inode) of the file behind `fd`, or `None` if `fd`
+/// is not open. Async-signal-safe.
+///
+/// # References
+/// - fstat(2)
+pub(crate) fn file_id(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-buffer for the kernel to fill.
+    if unsafe { libc::fstat(fd, &mut st) } == 0 {
+        Some((st.st_dev, st.st_ino))
+    } else {
+        None
+    }
+}
+
 /// Close a raw descriptor. Async-signal-safe: used by the at-fork child handler.
 pub(crate) fn close_raw(fd: RawFd) {
     // SAFETY: the caller owns `fd` and forgets it after this call.
@@ -558,18 +574,43 @@ pub(crate) fn thread_has_effective_cap(cap: u32) -> Option<bool> {
     Some(word.effective & (1 << (cap % 32)) != 0)
 }
 
-/// Register handlers that run around `fork(2)`.
+/// Register handlers that run around `fork(2)`: `prepare` in the parent
+/// before it, `parent` in the parent after it, `child` in the child.
 ///
 /// # References
 /// - pthread_atfork(3)
-pub(crate) fn register_atfork(child: extern "C" fn()) -> io::Result<()> {
-    // SAFETY: `child` is a plain function pointer that stays valid for the
-    // life of the process.
-    let r = unsafe { libc::pthread_atfork(None, None, Some(child)) };
+pub(crate) fn register_atfork(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> io::Result<()> {
+    // SAFETY: plain function pointers that stay valid for the life of the
+    // process.
+    let r = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     if r == 0 {
         Ok(())
     } else {
         Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// This process's id. Async-signal-safe.
+///
+/// # References
+/// - getpid(2)
+pub(crate) fn getpid() -> u64 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u64 }
+}
+
+/// Give the CPU to another thread (a spin wait's pause). Async-signal-safe.
+///
+/// # References
+/// - sched_yield(2)
+pub(crate) fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe {
+        libc::sched_yield();
     }
 }
 
