@@ -1,5 +1,5 @@
 //! Timing for `securememory bench`: warm-up, time-boxed batches (each run
-//! by [`runner`](super::runner), on one thread or a team of one per core),
+//! by [`runner`], on one thread or a team of one per core),
 //! the median of the batches; and the floor samples.
 
 use std::time::Duration;
