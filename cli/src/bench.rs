@@ -6,10 +6,14 @@
 //! The parts, one job each:
 //! - [`impls`]: the implementations compared (factories).
 //! - [`ops`]: the benchmark operations (what one op is for each row name).
-//! - [`measure`]: warm-up, time-boxed batches, medians; the parallel runner.
+//! - [`runner`]: timing `n` ops on one thread or on a team of threads.
+//! - [`measure`]: warm-up, time-boxed batches, medians; the floor samples.
 //! - [`check`]: the at-rest check after every row.
 //! - [`capacity`]: the capacity child process and its parent side.
 //! - [`report`]: the table and the JSON object.
+//!
+//! `impls`, `ops`, `runner` and `check` are also the criterion bench's
+//! (cli/benches/secrets.rs includes them), so both run the same rows.
 
 mod capacity;
 mod check;
@@ -17,19 +21,44 @@ mod impls;
 mod measure;
 mod ops;
 mod report;
+mod runner;
 
-use std::error::Error;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use securememory::SecretFactory;
 
-pub use capacity::{capacity_child, CapacityArgs};
+pub use capacity::{capacity_child, CapacityArgs, ChildError};
 
-use capacity::CapLayout;
-use measure::Plan;
-use ops::Op;
-use report::{Header, Report, Row};
+use capacity::{CapLayout, CapacityError};
+use check::CheckError;
+use impls::FactoryError;
+use measure::{Plan, Samples};
+use ops::{Op, OpError};
+use report::{Header, Report, Timing};
+
+/// Why `securememory bench` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Factory(#[from] FactoryError),
+    #[error("row {op} / {imp} / {threads} threads failed: {source}")]
+    Row {
+        op: &'static str,
+        imp: &'static str,
+        threads: usize,
+        source: OpError,
+    },
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
+    /// Making or closing a row's shared secret.
+    #[error(transparent)]
+    Secret(#[from] securememory::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// Options of `securememory bench`.
 #[derive(clap::Args, Debug)]
@@ -45,7 +74,7 @@ pub struct BenchArgs {
 }
 
 /// Run the benchmark and print the table (or the JSON object).
-pub fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(args: BenchArgs) -> Result<(), Error> {
     let started = Instant::now();
     let plan = if args.quick {
         Plan::quick()
@@ -68,7 +97,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         pb.suspend(|| eprintln!("NOTE: {n}"));
     }
 
-    let mut floor_samples = vec![measure::floor_sample(&plan)];
+    let mut floor = Samples::first(measure::floor_sample(&plan));
     let mut rows = Vec::new();
     for imp in &impls {
         let secret = imp.factory.new(&mut ops::KEY.clone())?;
@@ -78,18 +107,17 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
                 let ns = measure::ns_per_op(threads, &plan, &|iters| {
                     op.run(&imp.factory, &secret, iters)
                 })
-                .map_err(|e| {
-                    format!(
-                        "row {} / {} / {threads} threads failed: {e}",
-                        op.name(),
-                        imp.name
-                    )
+                .map_err(|source| Error::Row {
+                    op: op.name(),
+                    imp: imp.name,
+                    threads,
+                    source,
                 })?;
                 check::row(op, imp, &secret)?;
-                rows.push(Row::new(op.name(), imp.name, threads, &secret, ns));
+                rows.push(Timing::new(op.name(), imp.name, threads, &secret, ns));
                 pb.inc(1);
             }
-            floor_samples.push(measure::floor_sample(&plan));
+            floor.push(measure::floor_sample(&plan));
         }
         secret.close()?;
     }
@@ -102,12 +130,12 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     pb.inc(1);
     pb.finish_and_clear();
 
-    let header = Header::collect(&plan, cores, &floor_samples, started.elapsed());
+    let header = Header::collect(&plan, cores, floor, started.elapsed());
     let report = Report::new(header, rows, pooled, page, notes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json())?);
     } else {
-        print!("{}", report.table());
+        print!("{report}");
     }
     Ok(())
 }

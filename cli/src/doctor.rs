@@ -16,7 +16,7 @@
 //! - [`capacity`]: how many secrets locked memory and vm.max_map_count allow.
 //! - [`live_check`]: the secrets created, read back and closed.
 //! - [`verdict`]: the verdict and the limits behind it.
-//! - [`text`]: the text report.
+//! - [`text`]: the text report (the findings' `Display`).
 
 mod capacity;
 mod facts;
@@ -41,18 +41,28 @@ pub struct DoctorArgs {
 /// of every live-check secret.
 const POOLED_LEN: usize = 32;
 
-/// Run the doctor. `Err` only when no secret can be created on this machine.
-pub fn run(args: DoctorArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// Why `securememory doctor` exits with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no secret can be created on this machine; see the report above")]
+    NoSecret,
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// Run the doctor. `Err` only when no secret can be created on this machine
+/// (or the JSON cannot be written).
+pub fn run(args: DoctorArgs) -> Result<(), Error> {
     let f = examine();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&f)?);
     } else {
-        print!("{}", text::render(&f));
+        print!("{f}");
     }
     if verdict::any_secret_created(&f.live_check) {
         Ok(())
     } else {
-        Err("no secret can be created on this machine; see the report above".into())
+        Err(Error::NoSecret)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod doctor;
+mod units;
 
 use clap::{Parser, Subcommand};
 
@@ -25,12 +26,23 @@ enum Command {
     CapacityChild(bench::CapacityArgs),
 }
 
+/// Why a command failed (printed on stderr, exit status 1).
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Bench(#[from] bench::Error),
+    #[error(transparent)]
+    Doctor(#[from] doctor::Error),
+    #[error(transparent)]
+    CapacityChild(#[from] bench::ChildError),
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Bench(args) => bench::run(args),
-        Command::Doctor(args) => doctor::run(args),
-        Command::CapacityChild(args) => bench::capacity_child(args),
+    let result: Result<(), Error> = match cli.command {
+        Command::Bench(args) => bench::run(args).map_err(Error::from),
+        Command::Doctor(args) => doctor::run(args).map_err(Error::from),
+        Command::CapacityChild(args) => bench::capacity_child(args).map_err(Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,8 +8,7 @@
 //! [`MAX_HELD`] are held, reads every one back through `with_bytes`, checks
 //! a sample of them is not readable at rest, and prints one JSON line.
 
-use std::error::Error;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
 use caps::{CapSet, Capability};
@@ -33,7 +32,8 @@ pub enum CapLayout {
 }
 
 impl CapLayout {
-    fn arg(self) -> &'static str {
+    /// The name on the command line and in the table.
+    pub fn arg(self) -> &'static str {
         match self {
             CapLayout::Pooled => "pooled",
             CapLayout::Page => "page",
@@ -68,6 +68,51 @@ pub struct Capacity {
     pub seconds: f64,
 }
 
+/// Why the capacity child stopped short of a result.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error(transparent)]
+    Caps(#[from] caps::errors::CapsError),
+    #[error("CAP_IPC_LOCK is still in the {0:?} set after dropping it")]
+    CapStillSet(CapSet),
+    #[error("the library still sees CAP_IPC_LOCK after the drop")]
+    LibrarySeesCap,
+    #[error(transparent)]
+    Secret(#[from] securememory::Error),
+    #[error("secret {index} of {held} reads back wrong bytes")]
+    WrongBytes { index: usize, held: usize },
+    #[error("GUARANTEE BROKEN: secret {index} of {held} is readable at rest")]
+    ReadableAtRest { index: usize, held: usize },
+    #[error("cannot check secret {index} at rest: {source}")]
+    AtRestCheck {
+        index: usize,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// Why the parent got no result from the capacity child.
+#[derive(Debug, thiserror::Error)]
+pub enum CapacityError {
+    #[error("capacity: cannot find this executable: {0}")]
+    Exe(std::io::Error),
+    #[error("capacity: cannot start the child: {0}")]
+    Spawn(std::io::Error),
+    #[error("capacity child ({layout}) failed ({status}): {stderr}")]
+    Failed {
+        layout: &'static str,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("capacity child ({layout}) printed {line:?}: {source}")]
+    Output {
+        layout: &'static str,
+        line: String,
+        source: serde_json::Error,
+    },
+}
+
 /// Distinct bytes for secret `i`: its index in the first 8 bytes, then a
 /// pattern derived from it.
 fn content(i: u64) -> [u8; 32] {
@@ -79,25 +124,23 @@ fn content(i: u64) -> [u8; 32] {
     b
 }
 
-fn drop_ipc_lock() -> Result<(), Box<dyn Error>> {
+fn drop_ipc_lock() -> Result<(), ChildError> {
     caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK)?;
     caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK)?;
     for set in [CapSet::Effective, CapSet::Permitted] {
         if caps::has_cap(None, set, Capability::CAP_IPC_LOCK)? {
-            return Err(
-                format!("CAP_IPC_LOCK is still in the {set:?} set after dropping it").into(),
-            );
+            return Err(ChildError::CapStillSet(set));
         }
     }
     Ok(())
 }
 
 /// The child: see the module docs. Prints one JSON line on stdout.
-pub fn capacity_child(args: CapacityArgs) -> Result<(), Box<dyn Error>> {
+pub fn capacity_child(args: CapacityArgs) -> Result<(), ChildError> {
     drop_ipc_lock()?;
     let report = securememory::system::report();
     if report.cap_ipc_lock {
-        return Err("the library still sees CAP_IPC_LOCK after the drop".into());
+        return Err(ChildError::LibrarySeesCap);
     }
     let layout = match args.layout {
         CapLayout::Pooled => Layout::Pooled,
@@ -123,18 +166,23 @@ pub fn capacity_child(args: CapacityArgs) -> Result<(), Box<dyn Error>> {
     for (i, s) in held.iter().enumerate() {
         let want = content(i as u64);
         if !s.with_bytes(|b| b == want)? {
-            return Err(format!("secret {i} of {} reads back wrong bytes", held.len()).into());
+            return Err(ChildError::WrongBytes {
+                index: i,
+                held: held.len(),
+            });
         }
     }
     let step = (held.len() / AT_REST_SAMPLE).max(1);
     let mut checked = 0;
     for (i, s) in held.iter().enumerate().step_by(step) {
-        if s.is_readable_now()? {
-            return Err(format!(
-                "GUARANTEE BROKEN: secret {i} of {} is readable at rest",
-                held.len()
-            )
-            .into());
+        let readable = s
+            .is_readable_now()
+            .map_err(|source| ChildError::AtRestCheck { index: i, source })?;
+        if readable {
+            return Err(ChildError::ReadableAtRest {
+                index: i,
+                held: held.len(),
+            });
         }
         checked += 1;
     }
@@ -151,9 +199,8 @@ pub fn capacity_child(args: CapacityArgs) -> Result<(), Box<dyn Error>> {
 }
 
 /// The parent: run the child for `layout` and read its result.
-pub fn measure(layout: CapLayout, max: u64) -> Result<Capacity, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("capacity: cannot find this executable: {e}"))?;
+pub fn measure(layout: CapLayout, max: u64) -> Result<Capacity, CapacityError> {
+    let exe = std::env::current_exe().map_err(CapacityError::Exe)?;
     let out = Command::new(exe)
         .args([
             "capacity-child",
@@ -164,18 +211,19 @@ pub fn measure(layout: CapLayout, max: u64) -> Result<Capacity, String> {
         ])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("capacity: cannot start the child: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .map_err(CapacityError::Spawn)?;
     if !out.status.success() {
-        return Err(format!(
-            "capacity child ({}) failed ({}): {}",
-            layout.arg(),
-            out.status,
-            stderr.trim()
-        ));
+        return Err(CapacityError::Failed {
+            layout: layout.arg(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line)
-        .map_err(|e| format!("capacity child ({}) printed {line:?}: {e}", layout.arg()))
+    serde_json::from_str(line).map_err(|source| CapacityError::Output {
+        layout: layout.arg(),
+        line: line.to_string(),
+        source,
+    })
 }

@@ -1,4 +1,5 @@
-//! The implementations compared, by the name each row reports in `"impl"`.
+//! The implementations compared, by the name each row reports in `"impl"`
+//! (shared with the criterion bench).
 
 use securememory::{Backend, Layout, Options, PoolProtection, ProtectedFactory};
 
@@ -8,9 +9,16 @@ pub struct Impl {
     pub factory: ProtectedFactory,
 }
 
-fn with(name: &'static str, opts: Options) -> Result<Impl, String> {
-    let factory =
-        ProtectedFactory::new(opts).map_err(|e| format!("cannot make the {name} factory: {e}"))?;
+/// An implementation this machine should run but whose factory was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot make the {name} factory: {source}")]
+pub struct FactoryError {
+    pub name: &'static str,
+    pub source: securememory::Error,
+}
+
+fn with(name: &'static str, opts: Options) -> Result<Impl, FactoryError> {
+    let factory = ProtectedFactory::new(opts).map_err(|source| FactoryError { name, source })?;
     Ok(Impl { name, factory })
 }
 
@@ -24,7 +32,7 @@ fn with(name: &'static str, opts: Options) -> Result<Impl, String> {
 ///   anonymous pages, an `mprotect` window per access);
 /// - `memfd_secret`: a reference, `memfd_secret` pages read through a
 ///   window, where the kernel allows it (a note says so otherwise).
-pub fn available(notes: &mut Vec<String>) -> Result<Vec<Impl>, String> {
+pub fn available(notes: &mut Vec<String>) -> Result<Vec<Impl>, FactoryError> {
     let mut impls = vec![
         Impl {
             name: "protected",

@@ -1,11 +1,11 @@
-//! Timing: warm-up, time-boxed batches, the median of the batches; the
-//! parallel runner (one thread per core on one secret, like Go's
-//! `b.RunParallel`: ns/op is wall time over all threads' operations); and
-//! the floor samples.
+//! Timing for `securememory bench`: warm-up, time-boxed batches (each run
+//! by [`runner`], on one thread or a team of one per core),
+//! the median of the batches; and the floor samples.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex};
 use std::time::Duration;
+
+use super::ops::OpError;
+use super::runner::{self, OpFn};
 
 /// How long to warm up and how to batch.
 #[derive(Clone, Debug)]
@@ -48,35 +48,62 @@ impl Plan {
     }
 }
 
-/// The median of `v` (sorted in place); `NaN` if empty.
-pub fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
+/// Figures of which there is at least one (a row's batches, the floor's
+/// samples), so a median, a minimum and a maximum always exist.
+#[derive(Clone, Debug)]
+pub struct Samples(Vec<f64>);
+
+impl Samples {
+    pub fn first(x: f64) -> Samples {
+        Samples(vec![x])
     }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
+
+    pub fn push(&mut self, x: f64) {
+        self.0.push(x);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    pub fn median(&self) -> f64 {
+        let v = self.sorted();
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
+    }
+
+    pub fn min(&self) -> f64 {
+        self.0.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    pub fn max(&self) -> f64 {
+        self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     }
 }
 
-/// Warm up and calibrate with `run(iters) -> elapsed`, then time
-/// `plan.batches` batches; the median ns per op. One call of `run(n)` does
-/// `n * ops_per_iter` operations.
+/// Warm up and calibrate with `run(n) -> elapsed` (`n` operations), then
+/// time `plan.batches` batches (at least one); the median ns per op.
 fn batches(
     plan: &Plan,
-    ops_per_iter: u64,
-    mut run: impl FnMut(u64) -> Result<Duration, String>,
-) -> Result<f64, String> {
+    mut run: impl FnMut(u64) -> Result<Duration, OpError>,
+) -> Result<f64, OpError> {
     let mut n = 1u64;
     let mut spent = Duration::ZERO;
-    let mut per_iter_ns;
+    let mut per_op_ns;
     loop {
         let d = run(n)?;
         spent += d;
-        per_iter_ns = d.as_nanos() as f64 / n as f64;
+        per_op_ns = d.as_nanos() as f64 / n as f64;
         if spent >= plan.warmup {
             break;
         }
@@ -84,88 +111,35 @@ fn batches(
             n = n.saturating_mul(2);
         }
     }
-    let iters = ((plan.batch.as_nanos() as f64 / per_iter_ns.max(1.0)) as u64).max(1);
-    let mut samples = Vec::with_capacity(plan.batches);
-    for _ in 0..plan.batches {
-        let d = run(iters)?;
-        samples.push(d.as_nanos() as f64 / (iters * ops_per_iter) as f64);
+    let iters = ((plan.batch.as_nanos() as f64 / per_op_ns.max(1.0)) as u64).max(1);
+    let mut timed = || -> Result<f64, OpError> { Ok(run(iters)?.as_nanos() as f64 / iters as f64) };
+    let mut samples = Samples::first(timed()?);
+    for _ in 1..plan.batches {
+        samples.push(timed()?);
     }
-    Ok(median(&mut samples))
+    Ok(samples.median())
 }
 
 /// Median ns per op of `op` on `threads` threads at once; `op(n)` does `n`
 /// operations on the calling thread. One thread runs on the calling thread.
-pub fn ns_per_op(
-    threads: usize,
-    plan: &Plan,
-    op: &(dyn Fn(u64) -> Result<(), String> + Sync),
-) -> Result<f64, String> {
+pub fn ns_per_op(threads: usize, plan: &Plan, op: &OpFn<'_>) -> Result<f64, OpError> {
     if threads <= 1 {
-        return batches(plan, 1, |n| {
-            let t = std::time::Instant::now();
-            op(n)?;
-            Ok(t.elapsed())
-        });
+        return batches(plan, |n| runner::alone(op, n));
     }
-    parallel(threads, plan, op)
-}
-
-/// The parallel form: `threads` workers that live for the whole row, and
-/// batches started and ended by a barrier. The calling thread only keeps
-/// time (it sleeps in the barrier while the workers run).
-fn parallel(
-    threads: usize,
-    plan: &Plan,
-    op: &(dyn Fn(u64) -> Result<(), String> + Sync),
-) -> Result<f64, String> {
-    // Workers plus the timing thread.
-    let barrier = Barrier::new(threads + 1);
-    // Operations per worker in the next batch; 0 tells workers to stop.
-    let iters = AtomicU64::new(0);
-    let failed: Mutex<Option<String>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                barrier.wait();
-                let n = iters.load(Ordering::Acquire);
-                if n == 0 {
-                    break;
-                }
-                if let Err(e) = op(n) {
-                    failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(e);
-                }
-                barrier.wait();
-            });
-        }
-        let result = batches(plan, threads as u64, |n| {
-            iters.store(n, Ordering::Release);
-            let t = std::time::Instant::now();
-            barrier.wait();
-            barrier.wait();
-            let d = t.elapsed();
-            match failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                Some(e) => Err(e),
-                None => Ok(d),
-            }
-        });
-        // Release the workers whatever happened.
-        iters.store(0, Ordering::Release);
-        barrier.wait();
-        result
-    })
+    runner::with_team(threads, op, |team| batches(plan, |n| team.run(n)))
 }
 
 /// One floor sample: the median ns per iteration of `plan.floor_batches`
-/// batches of [`securememory::system::mprotect_floor`], on this thread.
+/// batches (at least one) of [`securememory::system::mprotect_floor`], on
+/// this thread.
 pub fn floor_sample(plan: &Plan) -> f64 {
     let probe = 256;
     let per_iter = securememory::system::mprotect_floor(probe).as_nanos() as f64 / probe as f64;
     let iters = ((plan.floor_batch.as_nanos() as f64 / per_iter.max(1.0)) as u64).max(16);
-    let mut samples: Vec<f64> = (0..plan.floor_batches)
-        .map(|_| securememory::system::mprotect_floor(iters).as_nanos() as f64 / iters as f64)
-        .collect();
-    median(&mut samples)
+    let sample = || securememory::system::mprotect_floor(iters).as_nanos() as f64 / iters as f64;
+    let mut samples = Samples::first(sample());
+    for _ in 1..plan.floor_batches {
+        samples.push(sample());
+    }
+    samples.median()
 }

@@ -1,6 +1,8 @@
 //! The benchmark operations: what one op is for each row name (Asherah Go's
 //! benchmark set). Every op runs `iters` times on the calling thread; the
 //! parallel form calls the same function on every thread at once.
+//! `securememory bench` and the criterion bench (cli/benches/secrets.rs)
+//! both run these.
 
 use std::hint::black_box;
 use std::io::Read;
@@ -12,6 +14,15 @@ pub const KEY: [u8; 32] = *b"0123456789abcdef0123456789ABCDEF";
 
 /// The bytes of one `reader_read_4b` call.
 const SMALL_READ: usize = 4;
+
+/// Why an operation failed: the library refused, or a reader's `Read` did.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error(transparent)]
+    Secret(#[from] Error),
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+}
 
 /// One benchmark row name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,24 +79,15 @@ impl Op {
         }
     }
 
-    /// Run `iters` ops. Access rows use the shared `secret`; creation rows
-    /// make and close 32-byte secrets of their own with `factory`.
+    /// Run `iters` ops on the calling thread. Access rows use the shared
+    /// `secret`; creation rows make and close 32-byte secrets of their own
+    /// with `factory`.
     pub fn run(
         self,
         factory: &ProtectedFactory,
         secret: &Secret,
         iters: u64,
-    ) -> Result<(), String> {
-        self.run_inner(factory, secret, iters)
-            .map_err(|e| e.to_string())
-    }
-
-    fn run_inner(
-        self,
-        factory: &ProtectedFactory,
-        secret: &Secret,
-        iters: u64,
-    ) -> Result<(), Box<dyn std::error::Error>> {
+    ) -> Result<(), OpError> {
         match self {
             Op::WithBytes => {
                 for _ in 0..iters {

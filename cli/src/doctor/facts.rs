@@ -62,10 +62,10 @@ pub(super) fn protection_keys(r: &SystemReport) -> ProtectionKeys {
 
 pub(super) fn backends(r: &SystemReport) -> Backends {
     Backends {
-        default: format!("{:?}", Backend::default()),
-        default_access_path: format!("{:?}", access_path_of(Backend::default())),
-        auto: format!("{:?}", r.auto_backend),
-        auto_access_path: format!("{:?}", access_path_of(r.auto_backend)),
+        default: Backend::default(),
+        default_access_path: access_path_of(Backend::default()),
+        auto: r.auto_backend,
+        auto_access_path: access_path_of(r.auto_backend),
     }
 }
 

@@ -3,7 +3,24 @@
 //! order). Sizes are bytes; `None` (`null`) for a limit means unlimited, for
 //! a count that nothing limits it.
 
-use serde::Serialize;
+use securememory::{AccessPath, Backend};
+use serde::{Serialize, Serializer};
+
+/// An option's variant by its Rust name (`"Memfd"`, `"Copy"`), as the JSON
+/// spells it.
+fn rust_name<T: std::fmt::Debug, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:?}"))
+}
+
+fn rust_name_opt<T: std::fmt::Debug, S: Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => rust_name(v, s),
+        None => s.serialize_none(),
+    }
+}
 
 /// Everything the doctor found; printed as text or serialised as JSON.
 #[derive(Serialize)]
@@ -88,17 +105,23 @@ pub(super) struct ProtectionKeys {
 
 #[derive(Serialize)]
 pub(super) struct Backends {
-    pub(super) default: String,
-    pub(super) default_access_path: String,
-    pub(super) auto: String,
-    pub(super) auto_access_path: String,
+    #[serde(serialize_with = "rust_name")]
+    pub(super) default: Backend,
+    #[serde(serialize_with = "rust_name")]
+    pub(super) default_access_path: AccessPath,
+    #[serde(serialize_with = "rust_name")]
+    pub(super) auto: Backend,
+    #[serde(serialize_with = "rust_name")]
+    pub(super) auto_access_path: AccessPath,
 }
 
 #[derive(Serialize)]
 pub(super) struct LiveCheck {
     pub(super) name: &'static str,
     pub(super) ok: bool,
-    pub(super) backend: Option<String>,
-    pub(super) access_path: Option<String>,
+    #[serde(serialize_with = "rust_name_opt")]
+    pub(super) backend: Option<Backend>,
+    #[serde(serialize_with = "rust_name_opt")]
+    pub(super) access_path: Option<AccessPath>,
     pub(super) error: Option<String>,
 }

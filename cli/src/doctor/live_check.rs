@@ -25,6 +25,15 @@ pub(super) fn live_checks(auto: Backend) -> Vec<LiveCheck> {
     checks
 }
 
+/// Why a live check failed.
+#[derive(Debug, thiserror::Error)]
+enum LiveError {
+    #[error(transparent)]
+    Secret(#[from] securememory::Error),
+    #[error("the secret read back different bytes")]
+    Mismatch,
+}
+
 /// Create a 32-byte secret with `opts`, read it back, close it.
 fn live(name: &'static str, opts: Options) -> LiveCheck {
     let mut check = LiveCheck {
@@ -34,26 +43,24 @@ fn live(name: &'static str, opts: Options) -> LiveCheck {
         access_path: None,
         error: None,
     };
-    let outcome = (|| -> Result<(), String> {
-        let factory = ProtectedFactory::new(opts).map_err(|e| e.to_string())?;
+    let mut outcome = || -> Result<(), LiveError> {
+        let factory = ProtectedFactory::new(opts)?;
         // A fixed pattern, not a secret.
         let mut bytes = [0x5a_u8; POOLED_LEN];
-        let secret = factory.new(&mut bytes).map_err(|e| e.to_string())?;
-        check.backend = Some(format!("{:?}", secret.backend()));
-        check.access_path = Some(format!("{:?}", secret.access_path()));
-        let same = secret
-            .with_bytes(|b| b.iter().all(|&x| x == 0x5a))
-            .map_err(|e| e.to_string())?;
-        secret.close().map_err(|e| e.to_string())?;
+        let secret = factory.new(&mut bytes)?;
+        check.backend = Some(secret.backend());
+        check.access_path = Some(secret.access_path());
+        let same = secret.with_bytes(|b| b.iter().all(|&x| x == 0x5a))?;
+        secret.close()?;
         if same {
             Ok(())
         } else {
-            Err("the secret read back different bytes".to_string())
+            Err(LiveError::Mismatch)
         }
-    })();
-    match outcome {
+    };
+    match outcome() {
         Ok(()) => check.ok = true,
-        Err(e) => check.error = Some(e),
+        Err(e) => check.error = Some(e.to_string()),
     }
     check
 }

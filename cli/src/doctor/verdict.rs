@@ -4,7 +4,7 @@
 use securememory::system::SystemReport;
 
 use super::findings::{LiveCheck, Mappings, Memlock};
-use super::text::amount;
+use crate::units::Bytes;
 
 /// Below this many secrets, a limit is named in the verdict.
 const FEW: u64 = 1024;
@@ -29,7 +29,7 @@ pub(super) fn limits(
     if let Some(n) = memlock.one_page_secrets.filter(|&n| n < FEW) {
         limits.push(format!(
             "RLIMIT_MEMLOCK ({}) allows only about {n} one-page secrets",
-            amount(memlock.soft)
+            Bytes(memlock.soft)
         ));
     }
     if let (Some(n), Some(max)) = (mappings.one_page_secrets, mappings.max_map_count) {
