@@ -27,7 +27,7 @@ pub(crate) fn install() {
         // Failure leaves fork detection off; the mappings' fork advice still
         // keeps the bytes out of the child.
         if let Err(e) = sys::register_atfork(in_child) {
-            tracing::warn!(error = %e, "securememory: pthread_atfork failed; fork detection disabled");
+            crate::shield::shield(|| tracing::warn!(error = %e, "securememory: pthread_atfork failed; fork detection disabled"));
         }
     });
 }

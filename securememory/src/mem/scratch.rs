@@ -39,7 +39,7 @@ fn scratch_region(pages: usize) -> crate::Result<Region> {
         backing: BackingKind::Anonymous,
         lock: LockPolicy::Require,
     };
-    let region = Region::create(spec, |_| Ok(()))?;
+    let mut region = Region::create(spec, |_| Ok(()))?;
     region.protect(Prot::ReadWrite)?;
     Ok(region)
 }
@@ -103,7 +103,7 @@ fn with_shared<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
 impl Scratch {
     fn new() -> Scratch {
         let region = scratch_region(SCRATCH_PAGES)
-            .map_err(|e| tracing::debug!(error = %e, "securememory: no scratch buffer on this thread; using the window path or the shared buffer"))
+            .map_err(|e| crate::shield::shield(|| tracing::debug!(error = %e, "securememory: no scratch buffer on this thread; using the window path or the shared buffer")))
             .ok();
         Scratch {
             region,
@@ -154,7 +154,13 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Opt
 fn with_own<R, F: FnOnce(&mut [u8]) -> R>(len: usize, f: &mut Option<F>) -> Option<R> {
     SCRATCH
         .try_with(|cell| {
-            let scratch = cell.get_or_init(Scratch::new);
+            // Not `get_or_init`: making the buffer reports to the metrics
+            // recorder, which may read a secret on this thread and so make
+            // a buffer first; then ours is dropped (wiped, unlocked, unmapped).
+            if cell.get().is_none() {
+                let _ = cell.set(Scratch::new());
+            }
+            let scratch = cell.get()?;
             let region = scratch.region.as_ref()?;
             let start = scratch.used.get();
             // Keep reservations 16-byte aligned.
