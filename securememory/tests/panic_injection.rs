@@ -20,7 +20,7 @@
 mod common;
 mod support_parity;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, Stdio};
@@ -464,12 +464,21 @@ static REENTRY_WRONG: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// A secret the callback also closes (the one being closed, so that the
+    /// close re-enters itself from its own release's report).
+    static CLOSE_ME: RefCell<Option<Arc<Secret>>> = const { RefCell::new(None) };
 }
+
+/// Closes made by the callback of `CLOSE_ME`, and ones that failed.
+static SELF_CLOSED: AtomicUsize = AtomicUsize::new(0);
+static SELF_CLOSE_FAILED: AtomicUsize = AtomicUsize::new(0);
 
 /// What each recorder call does in the re-entrancy test: create, read and
 /// close a pooled and a one-page secret (not from inside its own callback).
 fn reenter() {
-    if !REENTRY_ON.load(Ordering::Relaxed) || IN_CALLBACK.with(Cell::get) {
+    // (`try_with`: a thread's scratch buffer is released, and reported,
+    // while the thread's locals are being destroyed.)
+    if !REENTRY_ON.load(Ordering::Relaxed) || IN_CALLBACK.try_with(Cell::get).unwrap_or(true) {
         return;
     }
     REENTRY_BEGUN.fetch_add(1, Ordering::Relaxed);
@@ -481,6 +490,12 @@ fn reenter() {
     }
     IN_CALLBACK.with(|c| c.set(true));
     let _leave = Leave;
+    if let Some(s) = CLOSE_ME.try_with(|c| c.borrow().clone()).ok().flatten() {
+        match s.close() {
+            Ok(()) => SELF_CLOSED.fetch_add(1, Ordering::Relaxed),
+            Err(_) => SELF_CLOSE_FAILED.fetch_add(1, Ordering::Relaxed),
+        };
+    }
     for f in REENTRANT.get().expect("factories") {
         let want = pattern(24, 7);
         let ok = f.new(&mut want.clone()).is_ok_and(|s| {
@@ -532,6 +547,30 @@ fn reentrant_cycle(cfg: &Config) {
     .join()
     .expect("the cycle on a new thread");
     drop(first);
+    // The recorder closes the secret whose close it is reporting (the
+    // release reports the locked bytes or the pool's gauges).
+    let s = Arc::new(f.new(&mut bytes(40)).expect("create"));
+    CLOSE_ME.with(|c| *c.borrow_mut() = Some(Arc::clone(&s)));
+    let closed = s.close();
+    CLOSE_ME.with(|c| *c.borrow_mut() = None);
+    assert!(
+        closed.is_ok(),
+        "{}: close re-entered by its recorder",
+        cfg.name
+    );
+    assert!(
+        SELF_CLOSED.load(Ordering::Relaxed) > 0,
+        "{}: no re-entrant close",
+        cfg.name
+    );
+    assert_eq!(
+        SELF_CLOSE_FAILED.load(Ordering::Relaxed),
+        0,
+        "{}: a re-entrant close failed",
+        cfg.name
+    );
+    assert!(matches!(s.with_bytes(|_| ()), Err(Error::Closed)));
+    drop(s);
     REENTRY_ON.store(false, Ordering::Relaxed);
     assert_eq!(
         ESCAPED.load(Ordering::Relaxed),
