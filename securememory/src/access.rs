@@ -49,7 +49,7 @@ pub(crate) trait Window {
 pub(crate) struct Turn(());
 
 /// Proof, passed to the release of [`Gate::close`], that no access is in
-/// flight, none can start again, and the window is closed: only this module
+/// flight and none can start again (so no view of the memory exists): only this module
 /// makes one (see [`Gate::close`] and [`Gate::abandon`]), so memory cannot
 /// be wiped or unmapped under a live view of it.
 pub(crate) struct Drained(());
