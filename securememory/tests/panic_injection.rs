@@ -5,13 +5,15 @@
 //! - Panic injection: a recorder and a subscriber, installed process-wide,
 //!   that panic at their N-th call (one global countdown), for every N across
 //!   one cycle (create, access, nested access, reader read, a panicking
-//!   closure, close, drop) in every configuration. Afterwards: no secret is
-//!   readable at rest, each reads its own bytes or reports `Closed`, no pool
-//!   slot is shared by two live secrets, no recorder panic escaped, and the
-//!   counters and `VmLck` are back where they started.
+//!   closure, `from_reader` with a panicking reader, close, drop) in every
+//!   configuration. After every step no secret is readable at rest; after
+//!   the cycle each reads its own bytes or reports `Closed`, no pool slot is
+//!   shared by two live secrets, no recorder panic escaped, and the counters
+//!   and `VmLck` are back where they started.
 //! - Re-entrancy: a recorder whose every call creates, reads and closes a
-//!   pooled and a one-page secret; the same cycle must finish (the parent
-//!   kills the child after 60 s and fails).
+//!   pooled and a one-page secret, and closes the secret whose close it is
+//!   reporting; the same cycle must finish (the parent kills the child after
+//!   60 s and fails).
 //!
 //! Each configuration runs in a child process of its own: the recorder and
 //! the subscriber are process-wide, and the counters are too.
@@ -147,7 +149,7 @@ fn install() {
                 .downcast_ref::<String>()
                 .map(String::as_str)
                 .or_else(|| p.downcast_ref::<&str>().copied());
-            if !msg.is_some_and(|m| m == INJECTED || m == CLOSURE_PANIC) {
+            if !msg.is_some_and(|m| m == INJECTED || m == CLOSURE_PANIC || m == READER_PANIC) {
                 default(info);
             }
         }));
@@ -214,6 +216,18 @@ fn cycle(f: &ProtectedFactory, seed: u8) -> Vec<(Secret, Vec<u8>)> {
         }
         at_rest("panicking closure", [Some(a), b.as_ref(), c.as_ref()]);
     }
+    // The caller's reader panics while the secret is being placed (a pool
+    // slot is taken by then): nothing may leak.
+    let r = catch_unwind(AssertUnwindSafe(|| f.from_reader(&mut PanickingReader, 32)));
+    match r {
+        Err(p) if p.downcast_ref::<&str>() == Some(&READER_PANIC) => {}
+        Err(_) => {
+            ESCAPED.fetch_add(1, Ordering::Relaxed);
+            eprintln!("a panic escaped the library in step: panicking reader");
+        }
+        Ok(_) => panic!("from_reader returned though its reader panicked"),
+    }
+    at_rest("panicking reader", [a.as_ref(), b.as_ref(), c.as_ref()]);
     if let Some(b) = &b {
         step("close", || b.close());
         at_rest("close", [a.as_ref(), Some(b), c.as_ref()]);
@@ -229,6 +243,18 @@ fn cycle(f: &ProtectedFactory, seed: u8) -> Vec<(Secret, Vec<u8>)> {
         held.push((b, bytes(seed + 1)));
     }
     held
+}
+
+/// What the caller's panicking reader says.
+const READER_PANIC: &str = "the caller's reader panics";
+
+/// A `Read` that panics (the caller's code, run while a secret is placed).
+struct PanickingReader;
+
+impl Read for PanickingReader {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        std::panic::panic_any(READER_PANIC)
+    }
 }
 
 /// Times a secret was readable between two steps of a cycle (at rest).
