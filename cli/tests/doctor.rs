@@ -253,8 +253,7 @@ fn tiny_memlock_without_cap_names_the_limit_and_the_fix() {
     let page = page_size();
     let scratch = securememory::scratch_capacity() as u64;
     // Room for the scratch buffer and three one-page secrets (the live check
-    // holds a pool chunk and the pool's shared scratch page while it makes
-    // the Auto-backend secret).
+    // holds a pool chunk while it makes the Auto-backend secret).
     let limit = scratch + 3 * page;
     let Some(out) = doctor_with_memlock(limit, &[]) else {
         return;

@@ -27,9 +27,20 @@ pub enum LockPolicy {
     AllowUnlocked,
 }
 
-/// Bytes the library holds locked right now.
+/// Bytes the library holds locked right now (in this process: a fork
+/// child starts at zero).
 pub(crate) fn locked_bytes() -> u64 {
+    let _ = crate::fork::generation();
     LOCKED.load(Ordering::Relaxed)
+}
+
+/// In a fork child, once, before its own code uses the library: nothing is
+/// locked there (`mlock` is not inherited, and the parent's shared and
+/// wiped-on-fork pages are not the child's), so the count starts at zero.
+/// The parent's regions released in the child give nothing back (see
+/// `Region::release`). Async-signal-safe: one atomic store.
+pub(crate) fn reset_in_fork_child() {
+    LOCKED.store(0, Ordering::Relaxed);
 }
 
 /// Whether the calling thread has `CAP_IPC_LOCK` in its effective set (the
@@ -39,45 +50,89 @@ pub(crate) fn has_ipc_lock() -> bool {
     sys::thread_has_effective_cap(CAP_IPC_LOCK).unwrap_or(false)
 }
 
-/// The soft limit that applies to this thread, if any.
-fn applicable_limit() -> Option<u64> {
+/// The memlock limit that applies to the calling thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applicable {
+    /// No limit: `CAP_IPC_LOCK`, or an unlimited soft limit.
+    None,
+    /// The soft limit in bytes.
+    Soft(u64),
+    /// The limit could not be read (`prlimit64` refused): the budget
+    /// counts but does not refuse, and the kernel's answer decides.
+    Unknown,
+}
+
+fn applicable_limit() -> Applicable {
     if has_ipc_lock() {
-        None
-    } else {
-        sys::memlock_limit().soft
+        return Applicable::None;
+    }
+    match sys::memlock_limit() {
+        Ok(l) => l.soft.map_or(Applicable::None, Applicable::Soft),
+        Err(_) => Applicable::Unknown,
     }
 }
 
 /// Whether `bytes` more would fit in the budget now (does not count them).
+/// With the limit unknown, only a request of one page does: callers that
+/// can shrink a request (the pool's chunks) then ask the kernel for as
+/// little as possible, and its answer decides.
 pub(crate) fn fits(bytes: u64) -> bool {
-    applicable_limit().is_none_or(|soft| locked_bytes() + bytes <= soft)
+    match applicable_limit() {
+        Applicable::None => true,
+        Applicable::Soft(soft) => locked_bytes() + bytes <= soft,
+        Applicable::Unknown => bytes <= sys::page_size() as u64,
+    }
 }
 
 /// The report for a refusal of `requested` bytes.
 pub(crate) fn report(requested: u64) -> MemlockReport {
     let l = sys::memlock_limit();
+    let (soft, hard) = l.as_ref().map_or((None, None), |l| (l.soft, l.hard));
     MemlockReport {
         requested,
         locked_by_library: locked_bytes(),
-        soft: l.soft,
-        hard: l.hard,
+        soft,
+        hard,
+        limit_unknown: l.is_err(),
+        denied: false,
+    }
+}
+
+/// Whether the refusal cannot be the memlock limit: Linux has `mlock`, so
+/// `ENOSYS` is a filter's answer; and the kernel answers `EPERM` for locking
+/// only when the soft limit is zero and the thread lacks `CAP_IPC_LOCK`, so
+/// otherwise a filter or a security module did.
+fn denied_by_filter(report: &MemlockReport, source: &io::Error) -> bool {
+    match source.raw_os_error() {
+        Some(libc::ENOSYS) => true,
+        Some(libc::EPERM) => !report.limit_unknown && (has_ipc_lock() || report.soft != Some(0)),
+        _ => false,
     }
 }
 
 /// A lock error for `requested` bytes with the kernel's (or our) reason.
+/// An `ENOMEM` that the map count or the address space explains is
+/// reported as that limit ([`Error::LimitReached`]), not as memlock.
 pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
-    metrics::refused();
-    Error::LockFailed {
-        report: report(requested),
-        source,
+    if let Some(limit) = crate::limits::explain(requested as usize, &source) {
+        return Error::LimitReached {
+            bytes: requested as usize,
+            limit,
+            source,
+        };
     }
+    metrics::refused();
+    let mut report = report(requested);
+    report.denied = denied_by_filter(&report, &source);
+    Error::LockFailed { report, source }
 }
 
 /// Count `bytes` as locked, or refuse if that would pass the soft limit.
 pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
-    let soft = applicable_limit();
-    let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match soft {
-        Some(soft) if now + bytes > soft => None,
+    let _ = crate::fork::generation();
+    let limit = applicable_limit();
+    let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match limit {
+        Applicable::Soft(soft) if now + bytes > soft => None,
         _ => Some(now + bytes),
     });
     if counted.is_err() {
@@ -92,8 +147,12 @@ pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Give back `bytes` counted by [`reserve`].
+/// Give back `bytes` counted by [`reserve`]. Never below zero: a count
+/// taken before a fork and given back in the child (which starts from zero,
+/// see [`reset_in_fork_child`]) must not wrap around.
 pub(crate) fn release(bytes: u64) {
-    LOCKED.fetch_sub(bytes, Ordering::Relaxed);
+    let _ = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+        Some(now.saturating_sub(bytes))
+    });
     metrics::locked_changed(locked_bytes());
 }

@@ -1,6 +1,7 @@
 //! Factories and their options.
 
 use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use zeroize::Zeroize;
@@ -8,6 +9,7 @@ use zeroize::Zeroize;
 use crate::backend::Backend;
 use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
+use crate::mem::copy;
 use crate::mem::pkey::{self, Pkey};
 use crate::mem::region::{BackingKind, Region, RegionSpec};
 use crate::mem::sys;
@@ -23,7 +25,9 @@ pub enum Layout {
     Page,
     /// Pages of its own between two guard pages, the secret flush against the
     /// trailing guard and a random canary in front of it, checked at close
-    /// (Asherah Go's memguard-based implementation).
+    /// (Asherah Go's memguard-based implementation). On the copy path the
+    /// copy the closure sees is flush against a guard page too, so reading
+    /// one byte past its end faults on either path.
     Guarded,
     /// Small secrets (up to [`pool::MAX_SLOT`](crate::POOL_MAX_SLOT) bytes)
     /// share locked pages, fenced by guard pages; larger ones get pages of
@@ -110,11 +114,39 @@ pub trait SecretFactory: Send + Sync {
     /// straight into protected memory.
     fn create_random(&self, len: usize) -> Result<Secret>;
 
-    /// A secret of exactly `len` bytes read from `reader` (a file, stdin)
-    /// straight into protected memory, with no copy in ordinary memory.
-    /// Fails with [`Error::ReadFailed`] if the reader ends early.
+    /// A secret of exactly `len` bytes read from `reader`. The library asks
+    /// `reader` to write straight into protected memory (the secret's
+    /// pages, or for a pooled secret the thread's locked scratch buffer)
+    /// and makes no copy of its own, but whatever buffering `reader` does
+    /// is outside its control: a `BufReader`, and std's
+    /// [`stdin()`](std::io::stdin) (which is one, 8 KiB on the heap), keep
+    /// a copy in ordinary memory that nobody wipes. For a file or pipe use
+    /// [`from_fd`](Self::from_fd), for standard input
+    /// [`from_stdin`](Self::from_stdin). Fails with [`Error::ReadFailed`]
+    /// if the reader ends early.
     #[allow(clippy::wrong_self_convention)]
     fn from_reader(&self, reader: &mut dyn Read, len: usize) -> Result<Secret>;
+
+    /// A secret of exactly `len` bytes read from the descriptor `fd` (a
+    /// file, pipe or socket) by read(2) straight into protected memory (the
+    /// secret's pages, or for a pooled secret the thread's locked, wiped
+    /// scratch buffer): no copy in ordinary memory, and nothing past the
+    /// `len` bytes is consumed. Blocks until `len` bytes have come. Fails
+    /// with [`Error::ReadFailed`] if the input ends early (or the
+    /// descriptor is non-blocking and empty); the bytes read by then are
+    /// wiped and gone from the input.
+    #[allow(clippy::wrong_self_convention)]
+    fn from_fd(&self, fd: BorrowedFd<'_>, len: usize) -> Result<Secret>;
+
+    /// [`from_fd`](Self::from_fd) on standard input (descriptor 0),
+    /// bypassing std's buffered [`Stdin`](std::io::Stdin): the bytes never
+    /// pass through its heap buffer, and what follows them is left for the
+    /// program to read. Call it before anything reads stdin through std:
+    /// bytes std has already buffered are not seen here.
+    #[allow(clippy::wrong_self_convention)]
+    fn from_stdin(&self, len: usize) -> Result<Secret> {
+        self.from_fd(std::io::stdin().as_fd(), len)
+    }
 }
 
 /// Where the bytes of a new secret come from.
@@ -122,18 +154,24 @@ pub(crate) enum Source<'a> {
     Bytes(&'a [u8]),
     Random,
     Reader(&'a mut dyn Read),
+    /// read(2) on a descriptor: no buffer in between.
+    Fd(BorrowedFd<'a>),
 }
 
 impl Source<'_> {
-    /// Write exactly `dst.len()` bytes into `dst`.
+    /// Write exactly `dst.len()` bytes into `dst` (protected memory: a new
+    /// secret's pages or locked scratch). Every source but `Bytes` is a
+    /// kernel copy (or the reader's own); `Bytes` is copied with no vector
+    /// register and no `memcpy` (see [`copy`]).
     pub(crate) fn fill(&mut self, dst: &mut [u8]) -> Result<()> {
         match self {
             Source::Bytes(b) => {
-                dst.copy_from_slice(b);
+                copy::copy(dst, b);
                 Ok(())
             }
             Source::Random => sys::fill_random(dst).map_err(Error::RandomFailed),
             Source::Reader(r) => r.read_exact(dst).map_err(Error::ReadFailed),
+            Source::Fd(fd) => sys::read_exact_fd(*fd, dst).map_err(Error::ReadFailed),
         }
     }
 }
@@ -157,6 +195,8 @@ pub struct ProtectedFactory {
 
 impl Default for ProtectedFactory {
     fn default() -> Self {
+        // The process-wide fork machinery exists before the first secret.
+        crate::fork::install();
         ProtectedFactory {
             opts: Options::default()
                 .backend(Backend::Memfd)
@@ -168,22 +208,25 @@ impl Default for ProtectedFactory {
 
 impl ProtectedFactory {
     /// A factory with `opts`. Resolves `Backend::Auto` (probing
-    /// `memfd_secret` once per process) and checks the combination.
+    /// `memfd_secret` until the answer is final) and checks the combination.
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a combination that cannot work: the copy
     /// path or the pooled layout without the memfd backend, or an explicit
     /// backend this kernel lacks, or `PoolProtection::ProtectionKey` without
-    /// the pooled layout or on a machine without protection keys.
+    /// the pooled layout or on a machine without protection keys. For
+    /// `MemfdSecret` or `Auto`, a probe refused for lack of a resource is
+    /// that error ([`Error::LimitReached`], say); it is not remembered.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
+        crate::fork::install();
         let mut opts = opts;
         opts.backend = match (opts.backend, opts.layout) {
             // The pool reads by kernel copy only: memfd.
             (Backend::Auto, Layout::Pooled) => Backend::Memfd,
-            (b, _) => b.resolve(),
+            (b, _) => b.try_resolve()?,
         };
         if opts.backend == Backend::MemfdSecret {
-            crate::backend::memfd_secret_status().map_err(Error::Unsupported)?;
+            crate::backend::memfd_secret_check()?;
         }
         if opts.layout == Layout::Pooled && opts.backend != Backend::Memfd {
             return Err(Error::Unsupported(format!(
@@ -252,7 +295,13 @@ impl ProtectedFactory {
         crate::shield::shield(
             || tracing::debug!(len, backend = ?opts.backend, layout = ?opts.layout, "securememory: secret created"),
         );
-        Ok(Secret::new(storage, len, opts.access, opts.backend))
+        Ok(Secret::new(
+            storage,
+            len,
+            opts.access,
+            opts.backend,
+            opts.lock,
+        ))
     }
 
     fn create_pages(&self, len: usize, src: &mut Source<'_>, opts: &Options) -> Result<Storage> {
@@ -331,5 +380,9 @@ impl SecretFactory for ProtectedFactory {
 
     fn from_reader(&self, reader: &mut dyn Read, len: usize) -> Result<Secret> {
         self.create(len, Source::Reader(reader))
+    }
+
+    fn from_fd(&self, fd: BorrowedFd<'_>, len: usize) -> Result<Secret> {
+        self.create(len, Source::Fd(fd))
     }
 }

@@ -1,39 +1,219 @@
 //! Fork safety. A fork child must never see a secret's bytes and must never
-//! be handed zeros in their place. The mappings themselves are advised
-//! `MADV_WIPEONFORK` (private) or `MADV_DONTFORK` (shared), and this module
-//! keeps a generation number that an at-fork handler bumps in the child, so
-//! every access can tell, with one atomic load, that it runs in a child of
-//! the process that created the secret and return [`Error::Forked`](crate::Error::Forked).
+//! be handed zeros in their place.
+//!
+//! Three parts:
+//! - The mappings' own advice: `MADV_WIPEONFORK` (private) or
+//!   `MADV_DONTFORK` (shared), applied before a byte is written.
+//! - The fork fence, for forks that run at-fork handlers (glibc's `fork`):
+//!   a creator of a shared mapping holds it from before the first shared
+//!   `mmap` (or `memfd_secret`) until `MADV_DONTFORK` is applied and the
+//!   `memfd_secret` descriptor is closed; the prepare handler waits until no
+//!   creator is inside, so no child is made in that gap.
+//! - Detection of every fork child, also one made by a raw `fork`, `clone`
+//!   or `clone3` system call or `_Fork`, which skip at-fork handlers: a
+//!   sentinel word in a `MADV_WIPEONFORK` page (`mem::sentinel`), zeroed by
+//!   the kernel in any child. [`generation`] reads it on every access; the
+//!   first call in a child bumps the generation (so the parent's secrets
+//!   return [`Error::Forked`](crate::Error::Forked)), closes the parent's
+//!   memory-file descriptors and empties the locked-memory budget (`mlock`
+//!   is not inherited). Where `MADV_WIPEONFORK` is missing (Linux before
+//!   4.14) it compares a cached pid with `getpid()` instead: one system
+//!   call per access.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Once;
 
-use crate::mem::sys;
+use crate::mem::{sentinel, sys};
 
+/// The generation: 0 in the process that first used the library, one more
+/// per fork below it. The armed sentinel holds `generation + 1`.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
+/// The sentinel word (or the cached pid) while a child's work runs.
+const BUSY: u64 = u64::MAX;
 
-/// Runs in the child right after `fork`, before the child's own code: only
-/// async-signal-safe work here (an atomic add and a `close`).
-extern "C" fn in_child() {
-    let now = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
-    crate::store::close_in_fork_child(now);
+/// Set when the sentinel could not be made: detection by pid.
+static BY_PID: AtomicBool = AtomicBool::new(false);
+/// The pid the child work last ran for (or `BUSY`).
+static PID: AtomicU64 = AtomicU64::new(0);
+
+/// The fork fence: creators inside (low half), forks announced (high half).
+static FENCE: AtomicU64 = AtomicU64::new(0);
+const CREATOR: u64 = 1;
+const FORKER: u64 = 1 << 32;
+const CREATORS: u64 = FORKER - 1;
+
+thread_local! {
+    /// How deep this thread is inside the fence (a signal handler may create
+    /// or fork while its thread is inside).
+    static DEPTH: Cell<u64> = const { Cell::new(0) };
+    /// Set while this thread runs the prepare handler.
+    static FORKING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Register the at-fork handler once per process. Called before the first
-/// secret (or memory file) exists.
+/// Register the at-fork handlers and make the sentinel, once per process.
+/// Called before the first secret (or memory file) exists.
 pub(crate) fn install() {
     INSTALL.call_once(|| {
-        // Failure leaves fork detection off; the mappings' fork advice still
-        // keeps the bytes out of the child.
-        if let Err(e) = sys::register_atfork(in_child) {
-            crate::shield::shield(|| tracing::warn!(error = %e, "securememory: pthread_atfork failed; fork detection disabled"));
+        if let Err(e) = sentinel::install(GENERATION.load(Ordering::Acquire) + 1) {
+            PID.store(sys::getpid(), Ordering::Release);
+            BY_PID.store(true, Ordering::Release);
+            crate::shield::shield(|| tracing::warn!(error = %e, "securememory: no MADV_WIPEONFORK sentinel; fork children are detected by pid (one getpid per access)"));
+        }
+        // Failure leaves the fence without effect; the sentinel still
+        // detects every child and the fork advice keeps the bytes out of it.
+        if let Err(e) = sys::register_atfork(prepare, parent, child) {
+            crate::shield::shield(|| tracing::warn!(error = %e, "securememory: pthread_atfork failed; a fork during a secret's creation is not fenced"));
         }
     });
 }
 
-/// The current fork generation of this process.
+/// The current fork generation of this process. Two loads; the first call
+/// in a fork child does the child's work (see the module docs).
 #[inline]
 pub(crate) fn generation() -> u64 {
+    match sentinel::load() {
+        Some(w) if w != 0 && w != BUSY => w - 1,
+        _ => generation_slow(),
+    }
+}
+
+#[cold]
+fn generation_slow() -> u64 {
+    if sentinel::load().is_some() {
+        return by_sentinel();
+    }
+    if BY_PID.load(Ordering::Acquire) {
+        return by_pid();
+    }
+    // Not installed yet: no secret exists.
     GENERATION.load(Ordering::Acquire)
+}
+
+fn by_sentinel() -> u64 {
+    loop {
+        match sentinel::load() {
+            Some(0) => {
+                if sentinel::claim(0, BUSY) {
+                    let now = enter_child();
+                    sentinel::store(now + 1);
+                    return now;
+                }
+            }
+            Some(BUSY) => sys::yield_now(),
+            Some(w) => return w - 1,
+            None => return GENERATION.load(Ordering::Acquire),
+        }
+    }
+}
+
+fn by_pid() -> u64 {
+    let me = sys::getpid();
+    loop {
+        let seen = PID.load(Ordering::Acquire);
+        if seen == me {
+            return GENERATION.load(Ordering::Acquire);
+        }
+        if seen == BUSY {
+            sys::yield_now();
+            continue;
+        }
+        if PID
+            .compare_exchange(seen, BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let now = enter_child();
+            PID.store(me, Ordering::Release);
+            return now;
+        }
+    }
+}
+
+/// The child's work, once per fork child. Async-signal-safe (atomics and
+/// `close`): the at-fork child handler runs it too.
+fn enter_child() -> u64 {
+    let now = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    // Creators and forkers counted in the parent are not in this process.
+    FENCE.store(0, Ordering::Release);
+    crate::store::close_in_fork_child(now);
+    crate::budget::reset_in_fork_child();
+    now
+}
+
+/// Held while a shared mapping of secret memory exists without
+/// `MADV_DONTFORK` (or a `memfd_secret` descriptor is open): no fork that
+/// runs at-fork handlers happens meanwhile.
+pub(crate) struct Fence {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// Enter the fence: wait while a fork is announced, then count in. Cheap: one
+/// compare-and-swap when no fork is under way.
+pub(crate) fn fence() -> Fence {
+    // A raw fork child resets a fence word copied mid-flight first.
+    let _ = generation();
+    let depth = DEPTH.with(|d| {
+        let n = d.get();
+        // Counted before entering, so a fork from a signal handler on this
+        // thread does not wait for this thread.
+        d.set(n + 1);
+        n
+    });
+    // Nested (a signal handler creating while this thread is inside), or
+    // this thread is the one forking: waiting would wait for ourselves.
+    let no_wait = depth > 0 || FORKING.with(Cell::get);
+    let mut w = FENCE.load(Ordering::Relaxed);
+    loop {
+        if w >= FORKER && !no_wait {
+            sys::yield_now();
+            w = FENCE.load(Ordering::Relaxed);
+            continue;
+        }
+        match FENCE.compare_exchange_weak(w, w + CREATOR, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => w = now,
+        }
+    }
+    Fence {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        // Never below zero: a fork child starts its count at zero while the
+        // forking thread may still be inside.
+        let _ = FENCE.fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
+            Some(if w & CREATORS != 0 { w - CREATOR } else { w })
+        });
+        let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Before `fork`: announce it (new creators wait) and wait until no creator
+/// of another thread is inside. Counting forkers lets two threads fork at once.
+extern "C" fn prepare() {
+    // In a raw fork child that never called in, reset the copied state first.
+    let _ = generation();
+    let _ = FORKING.try_with(|f| f.set(true));
+    FENCE.fetch_add(FORKER, Ordering::AcqRel);
+    let mine = DEPTH.try_with(Cell::get).unwrap_or(0);
+    while FENCE.load(Ordering::Acquire) & CREATORS > mine {
+        sys::yield_now();
+    }
+}
+
+/// In the parent after `fork`.
+extern "C" fn parent() {
+    FENCE.fetch_sub(FORKER, Ordering::AcqRel);
+    let _ = FORKING.try_with(|f| f.set(false));
+}
+
+/// In the child after `fork`, before the child's own code: only
+/// async-signal-safe work (atomics and `close`).
+extern "C" fn child() {
+    FENCE.store(0, Ordering::Release);
+    let _ = FORKING.try_with(|f| f.set(false));
+    let _ = generation();
 }

@@ -34,6 +34,7 @@ mod budget;
 mod error;
 mod factory;
 mod fork;
+mod limits;
 mod mem;
 mod metrics;
 mod pool;
@@ -49,7 +50,7 @@ pub mod test_hooks;
 
 pub use backend::{memfd_secret_status, Backend};
 pub use budget::LockPolicy;
-pub use error::{Error, MemlockReport, Result};
+pub use error::{Error, MemlockReport, ProcessLimit, Result};
 pub use factory::{CoreDumps, Layout, Options, ProtectedFactory, SecretFactory};
 pub use metrics::{stats, Stats};
 pub use pool::MAX_SLOT as POOL_MAX_SLOT;

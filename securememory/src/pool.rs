@@ -17,7 +17,7 @@
 //!
 //! A pool with [`PoolProtection::ProtectionKey`](crate::PoolProtection)
 //! keeps separate chunks tagged with a memory protection key instead
-//! (`mem::pkey`): read-write in the page tables, closed to every thread, and
+//! (`mem::pkey`): read-write in the page tables, closed to every thread that never opened the key, and
 //! opened in the calling thread only for the copy into, out of, or over a
 //! slot. Creating, reading and closing a secret in a free slot then makes no
 //! system call at all.
@@ -186,14 +186,8 @@ pub(crate) fn create(
         Source::Bytes(b) => slot.chunk.region.write_in(slot.offset(), b),
         // Random or read bytes are staged in this thread's locked, wiped
         // scratch buffer, never in ordinary memory.
-        _ => scratch::with_scratch(len, |buf| {
-            src.fill(buf)?;
+        _ => stage(len, src, lock, |buf| {
             slot.chunk.region.write_in(slot.offset(), buf)
-        })
-        .unwrap_or_else(|| {
-            Err(Error::Unsupported(
-                "no scratch buffer on this thread to stage the secret (memlock limit?)".into(),
-            ))
         }),
     };
     if let Err(e) = placed {
@@ -203,6 +197,19 @@ pub(crate) fn create(
         return Err(e);
     }
     Ok(slot)
+}
+
+/// Fill `len` bytes of this thread's scratch from `src` and hand them to
+/// `place`; the scratch is wiped after, on every path.
+fn stage(
+    len: usize,
+    src: &mut Source<'_>,
+    lock: LockPolicy,
+    place: impl FnOnce(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = scratch::reserve(len, scratch::Placement::Any, lock)?;
+    src.fill(&mut buf)?;
+    place(&buf)
 }
 
 /// Take a free slot. No user code (the metrics recorder, a `tracing`
@@ -287,15 +294,6 @@ fn pop_free(c: &mut Class, lock: LockPolicy) -> Option<(usize, u32, Arc<Chunk>)>
 /// locked memory and reports it); the caller inserts it.
 fn new_chunk(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Entry> {
     let page = sys::page_size();
-    // Readers without a scratch buffer of their own borrow the shared one:
-    // reserve it before the pool can use up the locked-memory budget. If
-    // even that page cannot be locked, the chunk below will not be either
-    // (or is made unlocked on purpose): no reason to fail here.
-    if let Err(e) = scratch::reserve_shared() {
-        crate::shield::shield(
-            || tracing::debug!(error = %e, "securememory: no shared scratch buffer"),
-        );
-    }
     // A full chunk when it fits the locked-memory budget, else a small one
     // (asking first, so that a fallback is not counted as a refusal).
     let pages =

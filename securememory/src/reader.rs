@@ -11,6 +11,12 @@ use crate::secret::Secret;
 /// EOF). On a closed secret `read` fails with an `io::Error` whose inner
 /// error is [`Error::Closed`](crate::Error::Closed).
 ///
+/// Each `read` puts the bytes straight into the buffer it is given: a kernel
+/// copy on the copy path, and on the window path or from a keyed pool one
+/// `rep movsb` that leaves nothing in vector registers (see the core-dump
+/// guarantee in the README). That buffer is the caller's: wipe it (for
+/// instance with `zeroize`) when done.
+///
 /// ```
 /// use std::io::Read;
 /// use securememory::{ProtectedFactory, SecretFactory};

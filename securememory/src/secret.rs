@@ -4,9 +4,11 @@ use std::cell::Cell;
 use std::fmt;
 
 use crate::access::{Drained, Gate, Turn, Window};
+use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
+use crate::mem::copy;
 use crate::mem::region::{Region, RegionWindow};
-use crate::mem::scratch;
+use crate::mem::scratch::{self, Placement};
 use crate::pool::Slot;
 use crate::reader::SecretReader;
 use crate::shield::shield;
@@ -27,7 +29,8 @@ pub enum AccessPath {
     /// per-thread locked, do-not-dump, wipe-on-fork scratch buffer that is
     /// wiped when the closure returns. The secret's own pages stay
     /// `PROT_NONE` throughout: no page-table change, no cross-CPU interrupt.
-    /// A secret larger than the free scratch space uses the window instead.
+    /// A secret larger than the scratch buffer
+    /// ([`scratch_capacity`](crate::scratch_capacity)) uses the window instead.
     Copy,
     /// The secret's pages are made readable (`mprotect`) while at least one
     /// access is in flight; overlapping accesses share one window. The
@@ -140,6 +143,8 @@ pub struct Secret {
     len: usize,
     path: AccessPath,
     backend: crate::Backend,
+    /// The factory's lock policy, which the copy path's scratch follows too.
+    lock: LockPolicy,
     fork_gen: u64,
 }
 
@@ -149,6 +154,7 @@ impl Secret {
         len: usize,
         path: AccessPath,
         backend: crate::Backend,
+        lock: LockPolicy,
     ) -> Secret {
         Secret {
             gate: Gate::new(),
@@ -156,6 +162,7 @@ impl Secret {
             len,
             path,
             backend,
+            lock,
             fork_gen: fork::generation(),
         }
     }
@@ -218,8 +225,12 @@ impl Secret {
     /// Nested accesses to the same or other secrets are fine.
     ///
     /// # Errors
-    /// [`Error::Closed`] after close, [`Error::Forked`] in a fork child, and
-    /// the rare failures of the kernel copy or of a protection change.
+    /// [`Error::Closed`] after close, [`Error::Forked`] in a fork child,
+    /// [`Error::NestingTooDeep`] past 32 nested accesses on one thread,
+    /// [`Error::LockFailed`] on the copy path when this thread's scratch
+    /// buffer cannot be locked (unless the factory allows unlocked memory;
+    /// tried again on the next access), and the rare failures of the kernel
+    /// copy or of a protection change.
     ///
     /// ```
     /// use securememory::{ProtectedFactory, SecretFactory};
@@ -235,35 +246,43 @@ impl Secret {
             return Err(Error::Forked);
         }
         let _active = Active::push(&self.gate)?;
-        let w = self.window();
-        let mut action = Some(action);
-        if self.path == AccessPath::Copy {
-            let entered = self.gate.enter(&w)?;
-            let copied = scratch::with_scratch(self.len, |buf| {
-                self.copy_out(0, buf)?;
-                let f = action.take().expect("action runs once");
-                Ok(f(&*buf))
-            });
-            match copied {
-                Some(r) => {
-                    let r = r?;
-                    entered.finish()?;
-                    return Ok(r);
-                }
-                // No scratch space on this thread: fall back to the window.
-                None => drop(entered),
-            }
+        if self.path == AccessPath::Copy && self.len <= scratch::capacity() {
+            return self.with_copy(action);
         }
-        let f = action.take().expect("action runs once");
-        self.with_window(f)
+        self.with_window(action)
+    }
+
+    /// The copy path: the kernel copies the secret into a reservation of
+    /// this thread's scratch, the closure runs on it, the reservation is
+    /// wiped (on unwind too). No lock is held while `f` runs. A scratch that
+    /// cannot be had is an error, never a silent switch to the window.
+    #[inline]
+    fn with_copy<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let w = self.window();
+        let entered = self.gate.enter(&w)?;
+        let mut buf = scratch::reserve(self.len, self.placement(), self.lock)?;
+        self.copy_out(0, &mut buf)?;
+        let r = f(&buf);
+        drop(buf);
+        entered.finish()?;
+        Ok(r)
+    }
+
+    /// A guarded secret's copy sits flush against a guard page, as the
+    /// secret does in its own pages.
+    fn placement(&self) -> Placement {
+        match &self.storage {
+            Storage::Pages {
+                canary: Some(_), ..
+            } => Placement::FlushAgainstGuard,
+            _ => Placement::Any,
+        }
     }
 
     fn with_window<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let Storage::Pages { region, off, .. } = &self.storage else {
-            return Err(Error::Unsupported(
-                "pooled secret cannot be read: this thread has no scratch buffer (memlock limit?)"
-                    .into(),
-            ));
+            // Pooled secrets fit the scratch and always take the copy path.
+            return Err(Error::Unsupported("pooled secrets have no window".into()));
         };
         let w = self.window();
         let entered = self.gate.enter_window(&w)?;
@@ -318,7 +337,8 @@ impl Secret {
             entered.finish()?;
         } else {
             let _active = Active::push(&self.gate)?;
-            self.with_window(|b| dst.copy_from_slice(&b[pos..pos + n]))?;
+            // No `memcpy`: it would leave the bytes in vector registers.
+            self.with_window(|b| copy::copy(dst, &b[pos..pos + n]))?;
         }
         Ok(n)
     }
@@ -345,6 +365,11 @@ impl Secret {
     ///   overwritten; the memory is wiped and freed all the same.
     /// - [`Error::ProtectFailed`] if the pages could not be made writable to
     ///   wipe; they are unmapped all the same.
+    /// - [`Error::WipeFailed`] if writing zeros into the memory file failed;
+    ///   the range is punched out of the file instead and released.
+    /// - [`Error::UnmapFailed`] if the kernel refused to unmap the wiped
+    ///   pages (the map-count limit); they stay mapped and counted, are
+    ///   never reused, and a later release unmaps them.
     pub fn close(&self) -> Result<()> {
         if Active::contains(&self.gate) {
             // This thread is releasing this secret and the code the release

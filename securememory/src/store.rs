@@ -11,8 +11,11 @@
 //! - close-on-exec (`MFD_CLOEXEC`): it does not survive `exec`;
 //! - mode `0000`: it cannot be reopened through `/proc/<pid>/fd/N` without
 //!   `CAP_DAC_OVERRIDE`;
-//! - closed in a fork child by the at-fork handler (see `fork`), before the
-//!   child runs any code of its own.
+//! - closed in a fork child: by the at-fork handler (see `fork`) before the
+//!   child runs any code of its own after glibc's `fork`; after a raw
+//!   `fork`/`clone` system call (no handler runs) by the child's first call
+//!   into the library, which notices the fork (until then the child's own
+//!   code could use it: Linux has no close-on-fork).
 //!
 //! A fork child that makes secrets of its own gets a memory file of its own:
 //! there is one store per fork generation (the depth of the fork chain), each
@@ -41,6 +44,10 @@ pub(crate) const GENERATIONS: usize = 16;
 pub(crate) struct Store {
     /// The descriptor, or -1 once closed in a fork child.
     fd: AtomicI32,
+    /// The file's (device, inode): a fork child closes the descriptor only
+    /// if its number still names this file (after a raw fork the child's own
+    /// code may have closed it and reused the number before noticing).
+    id: Option<(u64, u64)>,
     alloc: Mutex<PageAlloc>,
 }
 
@@ -66,6 +73,7 @@ fn open() -> Result<Store, String> {
     let fd = sys::memfd_create(c"securememory").map_err(|e| format!("memfd_create: {e}"))?;
     sys::fchmod_none(fd.as_raw_fd()).map_err(|e| format!("fchmod: {e}"))?;
     Ok(Store {
+        id: sys::file_id(fd.as_raw_fd()),
         fd: AtomicI32::new(fd.into_raw_fd()),
         alloc: Mutex::new(PageAlloc::default()),
     })
@@ -85,10 +93,13 @@ pub(crate) fn current() -> Result<&'static Store, Error> {
     }
     // A failure is not cached: a transient one (EMFILE, say) must not
     // disable the backend for the life of the process. Two threads may both
-    // open a file here; the loser's is closed when it drops.
+    // open a file here; the loser's is closed when it drops. Fenced: a fork
+    // must not copy a descriptor that the child handler cannot find yet.
+    let fence = fork::fence();
     let store =
         open().map_err(|why| Error::Unsupported(format!("memfd backend unavailable: {why}")))?;
     let _ = slot.set(store);
+    drop(fence);
     Ok(slot.get().expect("set just above"))
 }
 
@@ -156,14 +167,16 @@ impl Store {
     }
 }
 
-/// Called only from the at-fork child handler: close the descriptors of the
-/// stores of earlier generations so the child cannot read the parent's
-/// secrets through them. Only atomic loads, swaps and `close`.
+/// Called once in a fork child (at-fork handler or first library call):
+/// close the descriptors of the stores of earlier generations so the child
+/// cannot read the parent's secrets through them. Only atomic loads, swaps
+/// and `close`: async-signal-safe.
 pub(crate) fn close_in_fork_child(new_generation: u64) {
     for slot in STORES.iter().take(new_generation as usize) {
         if let Some(store) = slot.get() {
             let fd = store.fd.swap(-1, Ordering::AcqRel);
-            if fd >= 0 {
+            // Unknown identity: close all the same (the secrets come first).
+            if fd >= 0 && (store.id.is_none() || sys::file_id(fd) == store.id) {
                 sys::close_raw(fd);
             }
         }

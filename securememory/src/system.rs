@@ -10,10 +10,14 @@ use crate::mem::sys;
 pub struct SystemReport {
     /// Page size in bytes.
     pub page_size: usize,
-    /// `RLIMIT_MEMLOCK` soft limit in bytes (`None`: unlimited).
+    /// `RLIMIT_MEMLOCK` soft limit in bytes (`None`: unlimited, or unknown
+    /// when [`memlock_unknown`](Self::memlock_unknown)).
     pub memlock_soft: Option<u64>,
     /// `RLIMIT_MEMLOCK` hard limit in bytes (`None`: unlimited).
     pub memlock_hard: Option<u64>,
+    /// The memlock limit could not be read (`prlimit64` refused): the two
+    /// fields above are unknown, not unlimited.
+    pub memlock_unknown: bool,
     /// Whether the process has `CAP_IPC_LOCK` (which lifts the memlock limit).
     pub cap_ipc_lock: bool,
     /// Bytes this library holds locked now.
@@ -39,7 +43,8 @@ pub struct SystemReport {
 impl SystemReport {
     /// Bytes left for secrets under the memlock limit: the soft limit less
     /// what this library already holds and less the scratch buffer the
-    /// reading thread keeps (`None`: no limit applies).
+    /// reading thread keeps (`None`: no limit applies, or it is unknown:
+    /// see [`memlock_unknown`](Self::memlock_unknown)).
     pub fn lockable_bytes_left(&self) -> Option<u64> {
         if self.cap_ipc_lock {
             return None;
@@ -52,7 +57,7 @@ impl SystemReport {
 
     /// How many secrets of one page each the memlock limit allows, counting
     /// what this library already holds and one reading thread's scratch
-    /// buffer (`None`: no limit applies).
+    /// buffer (`None`: no limit applies, or it is unknown).
     pub fn one_page_secrets_allowed(&self) -> Option<u64> {
         self.lockable_bytes_left()
             .map(|b| b / self.page_size as u64)
@@ -82,7 +87,12 @@ fn read_trimmed(path: &str) -> Option<String> {
 
 /// Inspect this machine and process.
 pub fn report() -> SystemReport {
-    let memlock = sys::memlock_limit();
+    let memlock_read = sys::memlock_limit();
+    let memlock_unknown = memlock_read.is_err();
+    let memlock = memlock_read.unwrap_or(sys::Limit {
+        soft: None,
+        hard: None,
+    });
     let core = sys::core_limit();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let flags = cpuinfo
@@ -96,6 +106,7 @@ pub fn report() -> SystemReport {
         page_size: sys::page_size(),
         memlock_soft: memlock.soft,
         memlock_hard: memlock.hard,
+        memlock_unknown,
         cap_ipc_lock: crate::budget::has_ipc_lock(),
         locked_by_library: crate::budget::locked_bytes(),
         memfd_secret: memfd_secret_status(),

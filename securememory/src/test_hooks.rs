@@ -57,12 +57,33 @@ pub fn take_last_wiped() -> Option<Vec<u8>> {
     WIPED.with(|w| w.borrow_mut().take())
 }
 
+thread_local! {
+    static OBSERVE_WIPES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether releases on this thread record what [`take_last_wiped`] returns
+/// (on by default). The record is a heap copy: tests that count the
+/// library's allocations turn it off.
+pub fn observe_wipes(on: bool) {
+    OBSERVE_WIPES.with(|o| o.set(on));
+}
+
+fn observing() -> bool {
+    OBSERVE_WIPES.try_with(|o| o.get()).unwrap_or(true)
+}
+
 pub(crate) fn observe_wiped(region: &crate::mem::region::Region) {
+    if !observing() {
+        return;
+    }
     let bytes = region.snapshot();
     let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
 }
 
 pub(crate) fn observe_slot_wiped(slot: &crate::pool::Slot) {
+    if !observing() {
+        return;
+    }
     let bytes = slot.snapshot();
     let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
 }
@@ -70,4 +91,19 @@ pub(crate) fn observe_slot_wiped(slot: &crate::pool::Slot) {
 /// The raw descriptor of the process-wide memory file, if open.
 pub fn store_fd() -> Option<std::os::fd::RawFd> {
     crate::store::raw_fd_for_tests()
+}
+
+/// Run `f` right after every copy of secret bytes the library makes in user
+/// space (into a caller's buffer, a new secret's pages, a keyed slot), in
+/// the copying thread; `None` removes it. For tests of what a copy leaves
+/// behind in CPU registers: `f` can end the process on the spot.
+pub fn after_secret_copy(f: Option<fn()>) {
+    crate::mem::copy::set_after_copy(f);
+}
+
+/// The data pages of this thread's scratch regions, as (address, length),
+/// outermost first: one for the thread's life once it has read through the
+/// copy path, more only while nested accesses need them.
+pub fn scratch_regions() -> Vec<(usize, usize)> {
+    crate::mem::scratch::regions()
 }

@@ -13,11 +13,16 @@
 //! the test can see the process's memory) and that no 8-byte piece of the
 //! secret is (a given random 8-byte string turns up by chance in a core of
 //! a few MiB with probability ~2^-40).
+//!
+//! A second test covers CPU registers: the core file also holds every
+//! thread's registers (vector registers in the `NT_X86_XSTATE` note), and
+//! the whole file is scanned, so a copy the library makes through `xmm`/`ymm`
+//! registers (a `memcpy`) shows up there though every page is clean.
 
 mod common;
 
 use std::ffi::c_void;
-use std::io::Read;
+use std::io::Read as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
@@ -69,32 +74,50 @@ fn secret_is_not_in_core_dump() {
         child(config);
         return;
     }
-    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
-    let pattern = pattern.trim();
-    if pattern.starts_with('|') || pattern.contains('/') {
-        eprintln!("SKIPPED: core dump test: core_pattern is {pattern:?}; the core file would not land in the child's directory");
+    if !core_lands_in_cwd() {
         return;
     }
     let control = random32();
     for config in configs::all() {
-        let dir = std::env::temp_dir().join(format!(
-            "securememory-core-{}-{}",
-            std::process::id(),
-            config.name
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).expect("create the child's directory");
-        let result = std::panic::catch_unwind(|| check_one(&config, &dir, &control));
-        // Core files are large: always delete them.
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Err(p) = result {
-            std::panic::resume_unwind(p);
-        }
+        in_fresh_dir(config.name, |dir| {
+            check_one(TEST, config.name, dir, &control)
+        });
     }
 }
 
-fn check_one(config: &Config, dir: &Path, control: &[u8; 32]) {
-    let out = Child::new(TEST, config.name)
+/// Whether core files land in the dumping process's directory; if not, a
+/// loud `SKIPPED:` line and `false`.
+fn core_lands_in_cwd() -> bool {
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+    let pattern = pattern.trim();
+    if pattern.starts_with('|') || pattern.contains('/') {
+        eprintln!("SKIPPED: core dump test: core_pattern is {pattern:?}; the core file would not land in the child's directory");
+        return false;
+    }
+    true
+}
+
+/// Run `f` in a new empty directory named after `name`, deleted afterwards.
+fn in_fresh_dir(name: &str, f: impl FnOnce(&Path) + std::panic::UnwindSafe) {
+    let dir = std::env::temp_dir().join(format!("securememory-core-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).expect("create the child's directory");
+    let d = dir.clone();
+    let result = std::panic::catch_unwind(move || f(&d));
+    // Core files are large: always delete them.
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// Run the child of test `test` as `role` in `dir`; it writes the secret to
+/// `secret.bin` and aborts. Check that the core file holds the control
+/// value and no 8-byte piece of the secret (notes included: the whole file
+/// is scanned).
+fn check_one(test: &str, role: &str, dir: &Path, control: &[u8; 32]) {
+    let name = role;
+    let out = Child::new(test, role)
         .dir(dir)
         .env(CONTROL_ENV, &hex(control))
         .run();
@@ -102,37 +125,33 @@ fn check_one(config: &Config, dir: &Path, control: &[u8; 32]) {
     if stderr.contains(CANNOT_DUMP) {
         eprintln!(
             "SKIPPED: core dump test ({}): the child cannot dump core\n{stderr}",
-            config.name
+            name
         );
         return;
     }
     assert!(
         stderr.contains(ABORTING),
         "{}: the child did not get to abort\n{}",
-        config.name,
+        name,
         out.describe()
     );
     assert_eq!(
         out.status.signal(),
         Some(libc::SIGABRT),
         "{}\n{}",
-        config.name,
+        name,
         out.describe()
     );
     assert!(
         out.status.core_dumped(),
         "{}: no core dumped\n{}",
-        config.name,
+        name,
         out.describe()
     );
 
     let secret = std::fs::read(dir.join(SECRET_FILE)).expect("the secret the child wrote");
-    assert_eq!(secret.len(), 32, "{}", config.name);
-    assert!(
-        secret.iter().any(|&b| b != 0),
-        "{}: zero secret",
-        config.name
-    );
+    assert_eq!(secret.len(), 32, "{}", name);
+    assert!(secret.iter().any(|&b| b != 0), "{}: zero secret", name);
     let core_path = std::fs::read_dir(dir)
         .expect("read the child's directory")
         .map(|e| e.expect("dir entry").path())
@@ -140,7 +159,7 @@ fn check_one(config: &Config, dir: &Path, control: &[u8; 32]) {
         .unwrap_or_else(|| {
             panic!(
                 "{}: the child dumped core but no core file is in {dir:?}",
-                config.name
+                name
             )
         });
     let core = std::fs::read(&core_path).expect("read the core file");
@@ -148,20 +167,20 @@ fn check_one(config: &Config, dir: &Path, control: &[u8; 32]) {
     assert!(
         contains(&core, control),
         "{}: the control value is not in the {}-byte core: the test cannot see memory",
-        config.name,
+        name,
         core.len()
     );
     for (i, piece) in secret.windows(8).enumerate() {
         assert!(
             !contains(&core, piece),
             "{}: bytes {i}..{} of the secret are in the core dump",
-            config.name,
+            name,
             i + 8
         );
     }
     println!(
         "{}: control found, secret absent in a {} KiB core",
-        config.name,
+        name,
         core.len() / 1024
     );
 }
@@ -227,4 +246,139 @@ fn child(config: Config) {
     eprintln!("{ABORTING}");
     // SAFETY: abort never returns; it raises SIGABRT, which dumps core.
     unsafe { libc::abort() };
+}
+
+const COPIES_TEST: &str = "library_copies_leave_no_register_copy_in_core_dump";
+
+/// The library's own user-space copies of a secret: into the caller's
+/// buffer through `reader()` (window path, keyed pool) and from the
+/// caller's bytes into new pages (`new`).
+const COPY_CASES: [&str; 3] = ["window-reader", "anonymous-new", "pkey-reader"];
+
+/// Guarantee: the copies the library makes leave no secret bytes in CPU
+/// registers, which a core file records (every thread's vector registers
+/// are in its `NT_X86_XSTATE` note). The child gets the secret into its own
+/// buffer only by the library's copy (or the kernel's), writes that buffer
+/// to `secret.bin` with `write(2)`, wipes it with volatile stores and
+/// aborts; nothing between the copy and the abort uses vector registers.
+/// A `memcpy` there left the bytes in `xmm`/`ymm` registers and this test
+/// found them in the core.
+#[test]
+fn library_copies_leave_no_register_copy_in_core_dump() {
+    if let Some(case) = common::child::role() {
+        copies_child(&case);
+        return;
+    }
+    if !core_lands_in_cwd() {
+        return;
+    }
+    let control = random32();
+    for case in COPY_CASES {
+        if case == "pkey-reader"
+            && !configs::protection_keys_or_skip("core dump after a keyed pool's copy")
+        {
+            continue;
+        }
+        in_fresh_dir(case, |dir| check_one(COPIES_TEST, case, dir, &control));
+    }
+}
+
+/// Create a file `secret.bin` and write `bytes` to it by `write(2)`: the
+/// kernel copies them, no user-space copy is made.
+fn write_secret_file(bytes: &[u8]) {
+    // SAFETY: open with a constant C string; write from a slice valid for
+    // its length; close the descriptor opened here.
+    unsafe {
+        let fd = libc::open(
+            c"secret.bin".as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o600,
+        );
+        assert!(fd >= 0, "open secret.bin");
+        let n = libc::write(fd, bytes.as_ptr() as *const c_void, bytes.len());
+        assert_eq!(n, bytes.len() as isize, "write secret.bin");
+        libc::close(fd);
+    }
+}
+
+/// 32 bytes of a fresh private page left out of core dumps: the child's own
+/// buffer, so that what the test looks for is the copy's trace in registers
+/// and nothing the child keeps on purpose.
+fn undumped_buffer() -> &'static mut [u8] {
+    // SAFETY: a new private anonymous page, checked, never unmapped (so the
+    // 'static borrow stays valid); madvise changes only its dump flag.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        assert_eq!(libc::madvise(p, 4096, libc::MADV_DONTDUMP), 0, "madvise");
+        std::slice::from_raw_parts_mut(p as *mut u8, 32)
+    }
+}
+
+/// Die by SIGABRT at once, through a bare system call: `abort()` and any
+/// other code run between the copy and the dump could overwrite the
+/// registers this test looks at (glibc's own routines use them too). Run
+/// right after the library's copy (test hook), so the dump shows the
+/// registers as the copy left them, as a crash in any thread at that
+/// instant would.
+fn die_now() {
+    // SAFETY: tgkill on this thread with SIGABRT, whose default action ends
+    // the process with a core dump; the loop is never reached.
+    unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::syscall(libc::SYS_gettid),
+            libc::SIGABRT,
+        );
+    }
+    unreachable!("SIGABRT did not end the process")
+}
+
+fn copies_child(case: &str) {
+    use securememory::{AccessPath, Backend, Layout, Options, PoolProtection, ProtectedFactory};
+    let control = std::hint::black_box(unhex(&std::env::var(CONTROL_ENV).expect("control value")));
+    if let Err(why) = enable_core_dumps() {
+        eprintln!("{CANNOT_DUMP}: {why}");
+        return;
+    }
+    let window = Options::default()
+        .backend(Backend::Anonymous)
+        .access(AccessPath::Window);
+    let keyed = Options::default()
+        .layout(Layout::Pooled)
+        .pool_protection(PoolProtection::ProtectionKey);
+    let factory =
+        ProtectedFactory::new(if case == "pkey-reader" { keyed } else { window }).expect("factory");
+    let buf = undumped_buffer();
+    std::hint::black_box(&control);
+    if case == "anonymous-new" {
+        // The kernel writes the bytes (getrandom) and reads them (write);
+        // the only user-space copy is the library's, into the new pages.
+        // SAFETY: getrandom writes at most 32 bytes into the buffer.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr() as *mut c_void, 32, 0) };
+        assert_eq!(n, 32, "getrandom");
+        write_secret_file(buf);
+        eprintln!("{ABORTING}");
+        securememory::test_hooks::after_secret_copy(Some(die_now));
+        let secret = factory.new(buf);
+        std::hint::black_box(&secret);
+    } else {
+        let secret = factory.create_random(32).expect("create_random");
+        // On the window path the closure's slice is the secret's page; for
+        // the pool it is the scratch copy (wiped afterwards).
+        secret.with_bytes(write_secret_file).expect("with_bytes");
+        eprintln!("{ABORTING}");
+        securememory::test_hooks::after_secret_copy(Some(die_now));
+        let n = secret.reader().read(buf);
+        std::hint::black_box(&n);
+    }
+    unreachable!("the library made no copy");
 }

@@ -242,8 +242,10 @@ fn render_backends(o: &mut String, f: &Findings) {
     let _ = writeln!(o, "\nBackends");
     let _ = writeln!(
         o,
-        "  default: {} with the {} access path (ProtectedFactory::default(): each read is a pread into a locked per-thread scratch buffer; the secret's pages stay PROT_NONE)",
-        b.default, b.default_access_path
+        "  default: {} with the {} access path (ProtectedFactory::default(): each read of a secret of up to {} bytes is a pread into a locked per-thread scratch buffer and its pages stay PROT_NONE; larger secrets are read through an mprotect window)",
+        b.default,
+        b.default_access_path,
+        securememory::scratch_capacity()
     );
     let how = if b.auto_access_path == "Copy" {
         "reads are a pread, as for the default"

@@ -1,10 +1,13 @@
 //! The lowest layer: the only code with `unsafe`. System calls (`sys`),
-//! owned mappings (`region`), memory protection keys (`pkey`), the per-thread scratch buffer (`scratch`),
+//! the copy and wipe of secret bytes (`copy`), owned mappings (`region`), memory protection keys (`pkey`), the per-thread scratch buffer (`scratch`), the fork sentinel (`sentinel`),
 //! the benchmark's kernel floor (`floor`) and fault injection for tests (`fault`).
 
+pub(crate) mod copy;
 pub(crate) mod fault;
 pub(crate) mod floor;
 pub(crate) mod pkey;
 pub(crate) mod region;
 pub(crate) mod scratch;
+pub(crate) mod sentinel;
+pub(crate) mod stranded;
 pub(crate) mod sys;

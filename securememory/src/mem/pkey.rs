@@ -4,12 +4,19 @@
 //! A page tagged with a key is read-write in the page tables, but every
 //! access to it, by user code and by the kernel acting for the thread
 //! (`write(2)` from it fails with `EFAULT`), is checked against the calling
-//! thread's PKRU register. The key is allocated access-disabled; threads
-//! start with every key but 0 disabled and signal handlers run with that
-//! default too. The library opens the key in the *current thread only* for
-//! a leaf copy into, out of, or over a slot, and closes it before any
-//! caller code runs. Opening and closing is the `WRPKRU` instruction: no
-//! system call.
+//! thread's PKRU register. PKRU is per thread and no call sets it in every
+//! thread: pkey_alloc sets the new key's rights (access-disabled) in the
+//! calling thread only; a new thread inherits its creator's PKRU; a signal
+//! handler, and the first thread of a new program, start from the kernel's
+//! default, which denies every key but 0 unless an administrator changed it.
+//! So what holds is: the allocating thread's PKRU must have denied the key
+//! before allocation (else the key is refused, see `alloc`); any thread that
+//! never opened it denies it; the library opens the key in the *current
+//! thread only* for a leaf copy into, out of, or over a slot (made by
+//! `copy`, which calls no function), and closes it again before any caller
+//! code runs, even if it was open before. A thread whose PKRU the program
+//! set to allow the key (or inherited from a thread that did) can read pool
+//! pages. Opening and closing is the `WRPKRU` instruction: no system call.
 //!
 //! References: pkeys(7), pkey_alloc(2), pkey_mprotect(2); Intel SDM vol. 3A
 //! section 4.6.2 "Protection Keys".
@@ -17,6 +24,7 @@
 use std::io;
 use std::sync::OnceLock;
 
+use super::copy;
 use super::fault::{self, Op};
 
 /// An allocated protection key.
@@ -27,6 +35,11 @@ impl Pkey {
     /// PKRU bits of this key: access-disable and write-disable.
     fn bits(self) -> u32 {
         0b11 << (2 * self.0)
+    }
+
+    /// The PKRU bit that denies all access to this key's pages.
+    fn access_disable_bit(self) -> u32 {
+        1 << (2 * self.0)
     }
 }
 
@@ -43,6 +56,7 @@ const PKEY_DISABLE_ACCESS: libc::c_ulong = 0x1;
 
 #[cfg(target_arch = "x86_64")]
 fn alloc() -> Result<Pkey, String> {
+    let before = os_enabled_pku().then(read_pkru);
     // SAFETY: pkey_alloc takes two integers and touches no memory of ours.
     let r = unsafe {
         libc::syscall(
@@ -59,7 +73,40 @@ fn alloc() -> Result<Pkey, String> {
             _ => format!("pkey_alloc failed: {e}"),
         });
     }
-    Ok(Pkey(r as u32))
+    let key = Pkey(r as u32);
+    // pkey_alloc sets the rights of this thread only. Every other thread
+    // keeps what it had: the kernel's default (which new processes and
+    // signal handlers start from, and which an administrator can change),
+    // or what the program or its parent thread set. The value this thread
+    // had before stands for those: if it allowed the key, others may too.
+    if let Some(pkru) = before.filter(|pkru| pkru & key.access_disable_bit() == 0) {
+        free(key);
+        return Err(format!(
+            "this thread's PKRU ({pkru:#010x}) allowed access to protection key {} before it was allocated: the program or the system default opens keys, so other threads could read the pool",
+            key.0
+        ));
+    }
+    Ok(key)
+}
+
+/// Whether the kernel enabled protection keys (CPUID.(EAX=7,ECX=0):ECX.OSPKE,
+/// bit 4), so that `RDPKRU` does not fault.
+#[cfg(target_arch = "x86_64")]
+fn os_enabled_pku() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU and only reads identification
+    // registers (the intrinsic is `unsafe` on older compilers).
+    unsafe {
+        __cpuid_count(0, 0).eax >= 7 && __cpuid_count(7, 0).ecx & (1 << 4) != 0
+    }
+}
+
+/// Give an allocated key back (after refusing it).
+#[cfg(target_arch = "x86_64")]
+fn free(key: Pkey) {
+    // SAFETY: pkey_free takes an integer; no page carries the key yet.
+    unsafe { libc::syscall(libc::SYS_pkey_free, key.0 as libc::c_ulong) };
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -98,7 +145,8 @@ pub(crate) unsafe fn protect_with(addr: *mut u8, len: usize, key: Pkey) -> io::R
 fn read_pkru() -> u32 {
     let pkru: u32;
     // SAFETY: RDPKRU reads a register; it is only reached once `pool_key`
-    // has succeeded, which means the CPU and kernel enabled PKU (OSPKE).
+    // has succeeded or `os_enabled_pku` said yes, which means the CPU and
+    // kernel enabled PKU (OSPKE).
     // Not `nomem`/`pure`, so it is never merged across a WRPKRU.
     unsafe {
         std::arch::asm!("rdpkru", in("ecx") 0u32, out("eax") pkru, out("edx") _,
@@ -163,8 +211,10 @@ fn with_open<R>(key: Pkey, f: impl FnOnce() -> R) -> R {
 pub(crate) unsafe fn copy_out(key: Pkey, src: *const u8, dst: &mut [u8]) {
     with_open(key, || {
         // SAFETY: the caller guarantees the source range; `dst` is a
-        // distinct ordinary buffer, so they do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) }
+        // distinct ordinary buffer, so they do not overlap. `copy_raw`
+        // calls no function (nothing interposed runs with the key open)
+        // and leaves nothing in vector registers.
+        unsafe { copy::copy_raw(src, dst.as_mut_ptr(), dst.len()) }
     })
 }
 
@@ -176,8 +226,8 @@ pub(crate) unsafe fn copy_out(key: Pkey, src: *const u8, dst: &mut [u8]) {
 pub(crate) unsafe fn copy_in(key: Pkey, dst: *mut u8, src: &[u8]) {
     with_open(key, || {
         // SAFETY: the caller guarantees the destination range; `src` is
-        // ordinary memory, so they do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+        // ordinary memory, so they do not overlap. As in `copy_out`.
+        unsafe { copy::copy_raw(src.as_ptr(), dst, src.len()) }
     })
 }
 
@@ -187,5 +237,5 @@ pub(crate) unsafe fn copy_in(key: Pkey, dst: *mut u8, src: &[u8]) {
 /// As for [`copy_in`].
 pub(crate) unsafe fn wipe(key: Pkey, dst: *mut u8, len: usize) {
     // SAFETY: forwarded to the caller; the key is open for the wipe.
-    with_open(key, || unsafe { super::sys::wipe(dst, len) })
+    with_open(key, || unsafe { copy::wipe_raw(dst, len) })
 }

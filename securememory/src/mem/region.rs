@@ -25,7 +25,7 @@
 //!   shared, `MADV_DONTFORK`. Reads go through `pread` on the file.
 //!   A pool chunk may instead be tagged with a protection key
 //!   ([`Region::tag_with_key`]): read-write in the page tables, closed to
-//!   every thread by its PKRU, and copied to and from in user space with the
+//!   every thread that never opened the key (see `pkey`), and copied to and from in user space with the
 //!   key open in the copying thread for the copy alone (see `pkey`).
 //! - `MemfdSecret`: a `memfd_secret` file of its own, mapped shared,
 //!   `MADV_DONTFORK`; the kernel locks these pages itself and removes them
@@ -95,8 +95,23 @@ pub(crate) fn round_to_pages(n: usize) -> Option<usize> {
     n.checked_add(p - 1).map(|v| v / p * p)
 }
 
+/// A refused mapping: the limit that explains it, or `MapFailed`.
 fn map_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::MapFailed { bytes, source }
+    move |source| crate::limits::map_error(bytes, source)
+}
+
+/// A refused `memfd_secret` file: a descriptor or memory limit is reported
+/// as that limit (transient, retried next time); anything else means this
+/// kernel or its filter does not allow the call.
+fn memfd_secret_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| match crate::limits::explain(bytes, &e) {
+        Some(limit) => Error::LimitReached {
+            bytes,
+            limit,
+            source: e,
+        },
+        None => Error::Unsupported(format!("memfd_secret unavailable: {e}")),
+    }
 }
 
 fn advise_err(advice: &'static str) -> impl FnOnce(std::io::Error) -> Error {
@@ -123,6 +138,8 @@ impl Region {
         let page = sys::page_size();
         let total = data_len + if spec.guard { 2 * page } else { 0 };
         fork::install();
+        // In a fork child not yet noticed, this empties the budget first.
+        let fork_gen = fork::generation();
 
         // Count the bytes before asking the kernel, so the error names the
         // limit rather than a bare ENOMEM.
@@ -149,7 +166,7 @@ impl Region {
             store: None,
             file_off: 0,
             counted,
-            fork_gen: fork::generation(),
+            fork_gen,
             released: AtomicBool::new(false),
             hide_failed: AtomicBool::new(false),
             key: None,
@@ -165,17 +182,14 @@ impl Region {
         // SAFETY: the whole range is the mapping owned by `region`.
         unsafe { sys::madvise(region.base, total, Advice::DontDump) }
             .map_err(advise_err("MADV_DONTDUMP"))?;
-        let fork_advice = match spec.backing {
-            BackingKind::Anonymous => Advice::WipeOnFork,
-            _ => Advice::DontFork,
-        };
-        // SAFETY: the data pages are owned by `region`.
-        unsafe { sys::madvise(region.data, data_len, fork_advice) }.map_err(advise_err(
-            match fork_advice {
-                Advice::WipeOnFork => "MADV_WIPEONFORK",
-                _ => "MADV_DONTFORK",
-            },
-        ))?;
+        if spec.backing == BackingKind::Anonymous {
+            // Private memory: a child copied before this has the pages with
+            // nothing written yet. (Shared mappings got `MADV_DONTFORK`
+            // inside the fork fence, in `map`.)
+            // SAFETY: the data pages are owned by `region`.
+            unsafe { sys::madvise(region.data, data_len, Advice::WipeOnFork) }
+                .map_err(advise_err("MADV_WIPEONFORK"))?;
+        }
 
         {
             // SAFETY: the data pages are mapped read-write (see `map`), owned
@@ -242,6 +256,11 @@ impl Region {
                 self.store = Some(store);
                 let fd = store.fd()?;
                 let at = guard.then_some(self.data);
+                // From the shared mapping to its `MADV_DONTFORK`, no fork
+                // (that runs at-fork handlers) may copy it: a child would
+                // see every secret later placed in this range.
+                let fence = fork::fence();
+                let mut refused = None;
                 // Locked in the same call when the budget counted it (mapped
                 // VM_LOCKED and populated: no separate `mlock`).
                 let locked = if self.counted > 0 {
@@ -251,8 +270,13 @@ impl Region {
                     } {
                         Ok(p) => Some(p),
                         Err(sys::LockedMapError::Map(e)) => return Err(map_err(data_len)(e)),
+                        Err(sys::LockedMapError::Lock(e)) if lock == LockPolicy::Require => {
+                            drop(fence);
+                            self.uncount();
+                            return Err(budget::lock_error(data_len as u64, e));
+                        }
                         Err(sys::LockedMapError::Lock(e)) => {
-                            self.lock_refused(lock, e)?;
+                            refused = Some(e);
                             None
                         }
                     }
@@ -267,18 +291,22 @@ impl Region {
                     }
                     .map_err(map_err(data_len))?,
                 };
-                if !guard {
-                    self.base = p;
-                    self.data = p;
+                self.keep_from_fork(p, guard)?;
+                drop(fence);
+                // The warning (user code: a `tracing` subscriber, metrics)
+                // runs outside the fence.
+                if let Some(e) = refused {
+                    self.lock_refused(lock, e)?;
                 }
             }
             BackingKind::MemfdSecret => {
-                let fd = sys::memfd_secret()
-                    .map_err(|e| Error::Unsupported(format!("memfd_secret unavailable: {e}")))?;
-                sys::ftruncate(&fd, data_len as u64).map_err(map_err(data_len))?;
                 let at = guard.then_some(self.data);
+                // The descriptor and the mapping exist only inside the fence.
+                let fence = fork::fence();
+                let fd = sys::memfd_secret().map_err(memfd_secret_err(data_len))?;
+                sys::ftruncate(&fd, data_len as u64).map_err(map_err(data_len))?;
                 // SAFETY: a fixed target is the data part of our own reservation.
-                let p = unsafe {
+                let mapped = unsafe {
                     sys::mmap_shared(
                         at,
                         data_len,
@@ -286,22 +314,49 @@ impl Region {
                         std::os::fd::AsRawFd::as_raw_fd(&fd),
                         0,
                     )
-                }
-                .map_err(|e| match e.raw_os_error() {
-                    // The kernel charges these pages to RLIMIT_MEMLOCK at mmap.
-                    Some(libc::EAGAIN) | Some(libc::ENOMEM) | Some(libc::EPERM) => {
-                        self.uncount();
-                        budget::lock_error(data_len as u64, e)
-                    }
-                    _ => map_err(data_len)(e),
-                })?;
-                if !guard {
-                    self.base = p;
-                    self.data = p;
-                }
+                };
+                let kept = match &mapped {
+                    Ok(p) => self.keep_from_fork(*p, guard),
+                    Err(_) => Ok(()),
+                };
                 // The mapping keeps the file alive; the descriptor is closed here.
                 drop(fd);
+                drop(fence);
+                match mapped {
+                    Ok(_) => kept?,
+                    // The kernel charges these pages to RLIMIT_MEMLOCK at mmap
+                    // and answers EAGAIN past it; ENOMEM is another limit.
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EPERM)) =>
+                    {
+                        self.uncount();
+                        return Err(budget::lock_error(data_len as u64, e));
+                    }
+                    Err(e) => return Err(map_err(data_len)(e)),
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// A shared mapping `p` of the data pages was just made (inside the
+    /// fork fence): record it and advise `MADV_DONTFORK`. If the advice is
+    /// refused, unmap the data pages before leaving the fence, so no fork
+    /// copies a shared mapping of a range that will be reused.
+    fn keep_from_fork(&mut self, p: *mut u8, guard: bool) -> Result<(), Error> {
+        if !guard {
+            self.base = p;
+            self.data = p;
+        }
+        // SAFETY: the data pages are the shared mapping just made, ours.
+        let advised = unsafe { sys::madvise(self.data, self.data_len, Advice::DontFork) };
+        if let Err(e) = advised {
+            // SAFETY: nothing has been written or referenced in the pages yet.
+            let _ = unsafe { sys::munmap(self.data, self.data_len) };
+            if !guard {
+                self.base = std::ptr::null_mut();
+            }
+            return Err(advise_err("MADV_DONTFORK")(e));
         }
         Ok(())
     }
@@ -390,7 +445,7 @@ impl Region {
     }
 
     /// Tag the data pages with protection key `key`: they become read-write
-    /// in the page tables and closed to every thread by the key. From then
+    /// in the page tables and closed by the key to every thread that never opened it. From then
     /// on [`copy_out`](Self::copy_out), [`write_in`](Self::write_in) and the
     /// wipe are user-space copies with the key open in this thread only.
     pub(crate) fn tag_with_key(&mut self, key: Pkey) -> Result<(), Error> {
@@ -458,7 +513,11 @@ impl Region {
     /// zeroed), so no freed range that the file keeps for reuse holds a
     /// secret; the write error is still reported.
     pub(crate) fn wipe_in(&self, off: usize, len: usize) -> Result<(), Error> {
-        let r = self.zero_in(off, len);
+        // A failed write here is a failed wipe, not a failed copy out.
+        let r = self.zero_in(off, len).map_err(|e| match e {
+            Error::AccessFailed(io) => Error::WipeFailed(io),
+            e => e,
+        });
         if r.is_err() {
             if let Ok(fd) = self.store_fd() {
                 let _ = sys::punch_hole(fd, self.file_off + off as u64, len as u64);
@@ -559,7 +618,9 @@ impl Region {
             crate::test_hooks::observe_wiped(self);
             // munmap also unlocks, so no separate munlock call is made.
             // SAFETY: the whole mapping is ours and no reference into it remains.
-            let _ = unsafe { sys::munmap(self.base, self.total) };
+            if let Err(e) = unsafe { sys::munmap(self.base, self.total) } {
+                return Err(self.unmap_refused(e, wiped));
+            }
         }
         // Also when mapping the range failed: nothing was written to it.
         if let Some(store) = self.store {
@@ -568,7 +629,37 @@ impl Region {
         if self.counted > 0 {
             budget::release(self.counted);
         }
+        // A mapping released earlier may be unmappable now.
+        super::stranded::retry();
         wiped
+    }
+
+    /// The kernel refused to unmap the (wiped) pages: they stay mapped and
+    /// locked, so they stay counted and their file range is not given back
+    /// for reuse; hide them again and keep them for a later retry.
+    fn unmap_refused(&self, e: std::io::Error, wiped: Result<(), Error>) -> Error {
+        if self.backing != BackingKind::Memfd {
+            // The wipe made them writable; the memory file's are PROT_NONE.
+            let _ = self.set_prot(Prot::None);
+        }
+        if let Err(w) = wiped {
+            crate::shield::shield(
+                || tracing::error!(error = %w, "securememory: wiping a closed secret failed"),
+            );
+        }
+        super::stranded::keep(super::stranded::Stranded {
+            base: self.base,
+            total: self.total,
+            counted: self.counted,
+            file: self
+                .store
+                .map(|store| (store, self.file_off, self.data_len as u64)),
+        });
+        let err = crate::limits::unmap_error(self.total, e);
+        crate::shield::shield(
+            || tracing::error!(error = %err, "securememory: the kernel refused to unmap a closed secret"),
+        );
+        err
     }
 
     /// Read the data pages now (test hook; opens them if needed).

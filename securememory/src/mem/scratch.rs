@@ -1,196 +1,387 @@
-//! The per-thread scratch buffer the copy path reads a secret into.
+//! The per-thread scratch space the copy path reads a secret into.
 //!
-//! Each thread gets, on its first copy-path access, a small region of its
-//! own: guard pages around it, locked, do-not-dump, wipe-on-fork, and
-//! read-write for the thread's life. An access reserves a slice of it (a
-//! stack, so nested accesses get disjoint slices), the kernel copies the
-//! secret in, the closure runs, and the slice is wiped before the access
-//! ends, on return and on unwind alike. At rest the buffer holds only zeros.
+//! A thread's scratch is a small stack of regions, each [`SCRATCH_PAGES`]
+//! data pages between guard pages, locked, do-not-dump and wipe-on-fork,
+//! read-write while they exist. The first is made on the thread's first
+//! copy-path access and kept for the thread's life; when a nested access
+//! does not fit, another is added, and the extra ones are unmapped when the
+//! outermost access ends.
 //!
-//! A thread that cannot get a buffer of its own (the memlock limit was used
-//! up before its first access, typically by a full pool) borrows one shared
-//! fallback buffer under a lock. The pool reserves that buffer before its
-//! first chunk, so a pooled secret, which has no window to fall back to, can
-//! always be read.
+//! [`reserve`] hands out a [`ScratchBuf`]: a guard that derefs to the
+//! reserved bytes and wipes them when dropped (on unwind too). Reservations
+//! grow downward from the trailing guard page, so the outermost access's
+//! copy always ends flush against a guard page; a reservation with
+//! [`Placement::FlushAgainstGuard`] (a guarded secret) takes a region of its
+//! own whenever the current one already holds a copy. Reading one byte past
+//! such a copy faults.
+//!
+//! No lock is held while the caller's code runs, and a thread never borrows
+//! another thread's memory: when no scratch can be had, `reserve` returns the
+//! real error (the budget's refusal, the kernel's mlock error, a failed map),
+//! and the next call tries again. With [`LockPolicy::AllowUnlocked`] a region
+//! that cannot be locked is made unlocked instead (counted and logged by the
+//! region), for that access only: the thread keeps only a locked region
+//! between accesses. In a fork child the inherited regions (not locked there: `mlock`
+//! is not inherited) are dropped without touching the budget, and new ones
+//! are made. A thread-local destructor that reads a secret after this
+//! thread's stack was destroyed gets a region of its own for that access.
 
-use std::cell::{Cell, OnceCell};
-use std::sync::{Mutex, OnceLock};
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 
-use super::region::{Region, RegionSpec};
+use super::region::{BackingKind, Region, RegionSpec};
 use super::sys::{self, Prot};
 use crate::budget::LockPolicy;
-use crate::mem::region::BackingKind;
+use crate::error::{Error, Result};
+use crate::fork;
 
-/// Data pages per thread. Secrets larger than what is free here fall back
-/// to the window path.
+/// Data pages per region. Secrets larger than this take the window path.
 pub(crate) const SCRATCH_PAGES: usize = 2;
 
-struct Scratch {
-    region: Option<Region>,
-    used: Cell<usize>,
+/// Regions one thread may hold at once. Accesses nest at most 32 deep
+/// (`secret::MAX_NESTING`), and a pool creation may stage inside the deepest.
+const MAX_REGIONS: usize = 34;
+
+/// Reservations start 16-byte aligned below the one before.
+const ALIGN: usize = 16;
+
+/// Where a reservation must sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Below the previous reservation, or flush against the trailing guard
+    /// page when the region is empty.
+    Any,
+    /// Always flush against the trailing guard page (a guarded secret).
+    FlushAgainstGuard,
 }
 
-/// A locked, do-not-dump, wipe-on-fork read-write region of `pages` pages
-/// between guard pages.
-fn scratch_region(pages: usize) -> crate::Result<Region> {
+/// One region of a thread's stack.
+struct Slab {
+    region: Region,
+    /// Offset in the data pages of the lowest reserved byte; `data_len`
+    /// when nothing is reserved.
+    top: usize,
+}
+
+impl Slab {
+    fn is_empty(&self) -> bool {
+        self.top == self.region.data_len()
+    }
+
+    /// Whether a reservation with `lock` may use this region at all.
+    fn usable(&self, lock: LockPolicy, gen: u64) -> bool {
+        self.region.fork_gen() == gen
+            && (lock == LockPolicy::AllowUnlocked || self.region.is_locked())
+    }
+
+    /// The start of `len` bytes placed at the top, if they fit.
+    fn place(&self, len: usize, at: Placement) -> Option<usize> {
+        if at == Placement::FlushAgainstGuard && !self.is_empty() {
+            return None;
+        }
+        self.top.checked_sub(len)
+    }
+}
+
+/// This thread's regions and the stack of reservations in them.
+struct Stack {
+    slabs: RefCell<Vec<Slab>>,
+    /// Index of the region holding the innermost live reservation.
+    current: Cell<usize>,
+    /// Live reservations.
+    depth: Cell<usize>,
+}
+
+thread_local! {
+    static STACK: Stack = const {
+        Stack {
+            slabs: RefCell::new(Vec::new()),
+            current: Cell::new(0),
+            depth: Cell::new(0),
+        }
+    };
+}
+
+/// A reserved, zero-filled slice of this thread's scratch space. Derefs to
+/// the bytes; dropping it wipes them and gives the space back. Not `Send`:
+/// it must be dropped on the thread that reserved it, before any
+/// reservation made after it (the access path's nesting guarantees both).
+pub(crate) struct ScratchBuf {
+    ptr: *mut u8,
+    len: usize,
+    slab: usize,
+    prev_top: usize,
+    prev_current: usize,
+    /// A region of this reservation's own, made when the thread's stack is
+    /// already destroyed (an access from a thread-local destructor);
+    /// unmapped, after the wipe, when the reservation is dropped.
+    own: Option<Region>,
+    _not_send: PhantomData<*mut u8>,
+}
+
+impl Deref for ScratchBuf {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `[ptr, ptr + len)` lies in the data pages of one of this
+        // thread's regions, read-write while it exists; the region stays
+        // mapped until this reservation is dropped (regions are only removed
+        // when unusable and empty, or when no reservation is live; `own` is
+        // dropped with the reservation), and no other reservation overlaps it.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for ScratchBuf {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for ScratchBuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: as in `deref`; no borrow of the bytes outlives `self`.
+        unsafe { sys::wipe(self.ptr, self.len) };
+        if let Some(own) = self.own.take() {
+            // Not in the thread's stack: the region goes with the reservation.
+            // Its release calls metrics and tracing; a panic there is
+            // contained, as in `trim` (this may run while unwinding).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(own)));
+            return;
+        }
+        let _ = STACK.try_with(|s| {
+            if let Some(slab) = s.slabs.borrow_mut().get_mut(self.slab) {
+                slab.top = self.prev_top;
+            }
+            s.current.set(self.prev_current);
+            let depth = s.depth.get().saturating_sub(1);
+            s.depth.set(depth);
+            if depth == 0 {
+                s.trim();
+            }
+        });
+    }
+}
+
+impl Stack {
+    /// With no reservation live: unmap the extra regions, and the first
+    /// too if it was inherited from a fork parent. Each region is dropped
+    /// outside the borrow: its release calls metrics and tracing (user code
+    /// that may come back in here, or panic; this runs inside a `Drop`,
+    /// perhaps already unwinding, so such a panic is contained here).
+    #[cold]
+    fn trim(&self) {
+        let gen = fork::generation();
+        loop {
+            let dropped = {
+                let mut slabs = self.slabs.borrow_mut();
+                // An unlocked first region (`AllowUnlocked`, lock refused) is
+                // not kept: the next access tries to lock again, and if it
+                // cannot, its unlocked region is counted and logged anew.
+                let keep = match slabs.first() {
+                    Some(first) if first.region.fork_gen() == gen && first.region.is_locked() => 1,
+                    _ => 0,
+                };
+                if slabs.len() <= keep {
+                    return;
+                }
+                slabs.pop()
+            };
+            let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(dropped)));
+            if released.is_err() {
+                // The region was wiped and unmapped before the user code ran.
+                return;
+            }
+        }
+    }
+}
+
+/// A read-write scratch region of [`SCRATCH_PAGES`] data pages between
+/// guard pages: locked (or, under `AllowUnlocked`, unlocked if locking is
+/// refused), do-not-dump, wipe-on-fork.
+fn new_region(lock: LockPolicy) -> Result<Region> {
     let spec = RegionSpec {
-        len: pages * sys::page_size(),
+        len: capacity(),
         guard: true,
         backing: BackingKind::Anonymous,
-        lock: LockPolicy::Require,
+        lock,
     };
     let mut region = Region::create(spec, |_| Ok(()))?;
     region.protect(Prot::ReadWrite)?;
     Ok(region)
 }
 
-/// The shared fallback buffer and the lock that takes turns on it.
-struct Shared {
-    region: Region,
-    lock: Mutex<()>,
+/// What to do at one region index.
+enum Step {
+    /// Reserve at this start offset in this region.
+    Take(usize),
+    /// Look at the next region.
+    Next,
+    /// Make a region here (there is none, or it is empty and unusable).
+    Make,
 }
 
-static SHARED: OnceLock<Shared> = OnceLock::new();
-
-thread_local! {
-    /// Whether this thread holds the shared buffer (nested accesses then
-    /// cannot take it again).
-    static HOLDS_SHARED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Make sure the shared fallback buffer exists (one page). Called before the
-/// pool takes locked memory, so it is never the pool that leaves a reader
-/// without a buffer.
-pub(crate) fn reserve_shared() -> crate::Result<()> {
-    if SHARED.get().is_none() {
-        let region = scratch_region(1)?;
-        // Losing a race drops (wipes, unlocks, unmaps) ours.
-        let _ = SHARED.set(Shared {
-            region,
-            lock: Mutex::new(()),
+/// Reserve `len` zeroed bytes (at most [`capacity`]) of this thread's
+/// scratch space, placed as `at` asks, in locked memory unless `lock`
+/// allows otherwise.
+///
+/// # Errors
+/// The error of making a region when none has room (`Error::LockFailed`
+/// with the budget's or the kernel's reason, `MapFailed`, ...);
+/// `NestingTooDeep` past [`MAX_REGIONS`] regions; `InvalidSize` for a
+/// request larger than a region.
+#[inline]
+pub(crate) fn reserve(len: usize, at: Placement, lock: LockPolicy) -> Result<ScratchBuf> {
+    if len > capacity() {
+        return Err(Error::InvalidSize {
+            size: len,
+            reason: "larger than the scratch buffer",
         });
     }
+    STACK
+        .try_with(|s| reserve_in(s, len, at, lock))
+        .unwrap_or_else(|_| reserve_alone(len, lock))
+}
+
+/// The thread's stack is gone (a thread-local destructor that ran after
+/// it reads a secret): a region for this reservation alone, the bytes flush
+/// against its trailing guard, unmapped when the reservation is dropped.
+#[cold]
+fn reserve_alone(len: usize, lock: LockPolicy) -> Result<ScratchBuf> {
+    let region = new_region(lock)?;
+    let start = region.data_len() - len;
+    // SAFETY: `start + len == data_len`, inside the data pages.
+    let ptr = unsafe { region.data_ptr().add(start) };
+    Ok(ScratchBuf {
+        ptr,
+        len,
+        slab: usize::MAX,
+        prev_top: 0,
+        prev_current: 0,
+        own: Some(region),
+        _not_send: PhantomData,
+    })
+}
+
+fn reserve_in(s: &Stack, len: usize, at: Placement, lock: LockPolicy) -> Result<ScratchBuf> {
+    let gen = fork::generation();
+    let depth = s.depth.get();
+    let mut i = if depth == 0 { 0 } else { s.current.get() };
+    loop {
+        if i >= MAX_REGIONS {
+            return Err(Error::NestingTooDeep(MAX_REGIONS));
+        }
+        let step = {
+            let slabs = s.slabs.borrow();
+            match slabs.get(i) {
+                None => {
+                    // Only code that came back in while a region was made
+                    // can have shortened the stack below `i`.
+                    i = i.min(slabs.len());
+                    Step::Make
+                }
+                Some(slab) if !slab.usable(lock, gen) => {
+                    if slab.is_empty() {
+                        Step::Make
+                    } else {
+                        Step::Next
+                    }
+                }
+                Some(slab) => match slab.place(len, at) {
+                    Some(start) => Step::Take(start),
+                    None => Step::Next,
+                },
+            }
+        };
+        match step {
+            Step::Take(start) => return Ok(take(s, i, start, len)),
+            Step::Next => i += 1,
+            Step::Make => make(s, i, lock, gen)?,
+        }
+    }
+}
+
+/// Record a reservation of `[start, start + len)` in region `i`.
+#[inline]
+fn take(s: &Stack, i: usize, start: usize, len: usize) -> ScratchBuf {
+    let mut slabs = s.slabs.borrow_mut();
+    let slab = &mut slabs[i];
+    let prev_top = slab.top;
+    // The next reservation ends below this one, aligned.
+    slab.top = start & !(ALIGN - 1);
+    // SAFETY: `start + len <= top <= data_len`, inside the data pages.
+    let ptr = unsafe { slab.region.data_ptr().add(start) };
+    let prev_current = s.current.replace(i);
+    s.depth.set(s.depth.get() + 1);
+    ScratchBuf {
+        ptr,
+        len,
+        slab: i,
+        prev_top,
+        prev_current,
+        own: None,
+        _not_send: PhantomData,
+    }
+}
+
+/// Put a new region at index `i` (after the last one, or in place of an
+/// empty unusable one). The region is made, and the old one dropped, with
+/// no borrow held: both call metrics and tracing.
+#[cold]
+fn make(s: &Stack, i: usize, lock: LockPolicy, gen: u64) -> Result<()> {
+    // Under `AllowUnlocked` a refused lock leaves the region unlocked; the
+    // region counts that (`secret.unlocked`) and logs a warning.
+    let region = new_region(lock)?;
+    let slab = Slab {
+        top: region.data_len(),
+        region,
+    };
+    let old = {
+        let mut slabs = s.slabs.borrow_mut();
+        if i < slabs.len() {
+            // Re-check: code called while the region was made may have come
+            // back in and changed the stack.
+            let usable = slabs[i].usable(lock, gen);
+            if usable || !slabs[i].is_empty() {
+                Some(slab)
+            } else {
+                Some(std::mem::replace(&mut slabs[i], slab))
+            }
+        } else if i == slabs.len() {
+            if slabs.capacity() == 0 {
+                slabs.reserve_exact(4);
+            }
+            slabs.push(slab);
+            None
+        } else {
+            Some(slab)
+        }
+    };
+    drop(old);
     Ok(())
 }
 
-/// Run `f` on `len` bytes of the shared fallback buffer, under its lock.
-fn with_shared<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
-    let shared = SHARED.get()?;
-    if len > shared.region.data_len() || HOLDS_SHARED.try_with(Cell::get).unwrap_or(true) {
-        return None;
-    }
-    let _held = shared.lock.lock().unwrap_or_else(|p| p.into_inner());
-    HOLDS_SHARED.with(|h| h.set(true));
-    struct Release<'a>(&'a Region, usize);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            // SAFETY: the first `len` bytes of the shared buffer, read-write
-            // for the process's life; the closure's borrow has ended.
-            unsafe { sys::wipe(self.0.data_ptr(), self.1) };
-            let _ = HOLDS_SHARED.try_with(|h| h.set(false));
-        }
-    }
-    let release = Release(&shared.region, len);
-    // SAFETY: the shared buffer is read-write for the process's life, and
-    // the lock (held until after `release` wipes and drops) gives this call
-    // its first `len` bytes alone.
-    let buf = unsafe { std::slice::from_raw_parts_mut(shared.region.data_ptr(), len) };
-    let r = f(buf);
-    drop(release);
-    Some(r)
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let region = scratch_region(SCRATCH_PAGES)
-            .map_err(|e| crate::shield::shield(|| tracing::debug!(error = %e, "securememory: no scratch buffer on this thread; using the window path or the shared buffer")))
-            .ok();
-        Scratch {
-            region,
-            used: Cell::new(0),
-        }
-    }
-}
-
-thread_local! {
-    static SCRATCH: OnceCell<Scratch> = const { OnceCell::new() };
-}
-
-/// Pops a reservation and wipes it, on return or unwind.
-struct Reserved<'a> {
-    scratch: &'a Scratch,
-    start: usize,
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Drop for Reserved<'_> {
-    fn drop(&mut self) {
-        // SAFETY: `[ptr, ptr + len)` is this reservation's part of the
-        // scratch region, read-write for the thread's life; the closure's
-        // borrow of it has ended (it is dropped before this guard).
-        unsafe { sys::wipe(self.ptr, self.len) };
-        self.scratch.used.set(self.start);
-    }
-}
-
-/// Run `f` on a zeroed, wiped-after-use slice of `len` bytes of this
-/// thread's scratch buffer. `None` when the buffer is unavailable or too
-/// full (and the shared fallback buffer too); the caller then takes another
-/// path.
-#[inline]
-pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
-    let mut f = Some(f);
-    let own = with_own(len, &mut f);
-    match (own, f) {
-        (Some(r), _) => Some(r),
-        (None, Some(f)) => with_shared(len, f),
-        (None, None) => None,
-    }
-}
-
-/// This thread's own buffer; leaves `f` in place if it cannot run it.
-#[inline]
-fn with_own<R, F: FnOnce(&mut [u8]) -> R>(len: usize, f: &mut Option<F>) -> Option<R> {
-    SCRATCH
-        .try_with(|cell| {
-            // Not `get_or_init`: making the buffer reports to the metrics
-            // recorder, which may read a secret on this thread and so make
-            // a buffer first; then ours is dropped (wiped, unlocked, unmapped).
-            if cell.get().is_none() {
-                let _ = cell.set(Scratch::new());
-            }
-            let scratch = cell.get()?;
-            let region = scratch.region.as_ref()?;
-            let start = scratch.used.get();
-            // Keep reservations 16-byte aligned.
-            let end = start.checked_add(len.checked_add(15)? & !15)?;
-            if end > region.data_len() {
-                return None;
-            }
-            scratch.used.set(end);
-            // SAFETY: `start < data_len` so the offset stays inside the
-            // region's data pages.
-            let ptr = unsafe { region.data_ptr().add(start) };
-            let guard = Reserved {
-                scratch,
-                start,
-                ptr,
-                len,
-            };
-            // SAFETY: `[start, start + len)` is reserved for this call alone:
-            // the stack pointer moved past it and moves back only when `guard`
-            // drops, after this borrow ends; the pages are read-write.
-            let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-            let r = (f.take()?)(buf);
-            drop(guard);
-            Some(r)
-        })
-        .ok()
-        .flatten()
-}
-
-/// Capacity of one thread's scratch buffer in bytes.
+/// Capacity of one scratch region in bytes: the largest secret the copy
+/// path reads without the window.
 pub(crate) fn capacity() -> usize {
     SCRATCH_PAGES * sys::page_size()
+}
+
+/// The data pages of this thread's scratch regions, as (address, length),
+/// outermost first (test hook).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn regions() -> Vec<(usize, usize)> {
+    STACK
+        .try_with(|s| {
+            s.slabs
+                .borrow()
+                .iter()
+                .map(|slab| (slab.region.data_addr(), slab.region.data_len()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -8,7 +8,7 @@
 //! path can be exercised without a hostile kernel.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use super::fault::{self, Op};
@@ -355,6 +355,17 @@ fn borrowed_file(fd: RawFd) -> std::mem::ManuallyDrop<std::fs::File> {
     std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
+/// Read exactly `buf.len()` bytes of `fd` from its current position by
+/// read(2) calls straight into `buf` (retrying `EINTR` and short reads),
+/// with no buffer of our own: nothing past `buf.len()` is consumed. A short
+/// file or a closed pipe fails with `UnexpectedEof`.
+///
+/// # References
+/// - read(2)
+pub(crate) fn read_exact_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
+    io::Read::read_exact(&mut &*borrowed_file(fd.as_raw_fd()), buf)
+}
+
 /// Read exactly `buf.len()` bytes of `fd` at `offset`.
 ///
 /// # References
@@ -396,6 +407,22 @@ pub(crate) fn punch_hole(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// The identity (device, inode) of the file behind `fd`, or `None` if `fd`
+/// is not open. Async-signal-safe.
+///
+/// # References
+/// - fstat(2)
+pub(crate) fn file_id(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-buffer for the kernel to fill.
+    if unsafe { libc::fstat(fd, &mut st) } == 0 {
+        Some((st.st_dev, st.st_ino))
+    } else {
+        None
+    }
+}
+
 /// Close a raw descriptor. Async-signal-safe: used by the at-fork child handler.
 pub(crate) fn close_raw(fd: RawFd) {
     // SAFETY: the caller owns `fd` and forgets it after this call.
@@ -433,35 +460,47 @@ fn to_limit(v: libc::rlim_t) -> Option<u64> {
     }
 }
 
-fn get_rlimit(resource: libc::__rlimit_resource_t) -> Limit {
+fn get_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<Limit> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `r` is a valid rlimit struct for the kernel to fill.
     if unsafe { libc::getrlimit(resource, &mut r) } != 0 {
-        return Limit {
-            soft: None,
-            hard: None,
-        };
+        // Refused (a seccomp filter denying prlimit64, say): unknown, which
+        // is not the same as unlimited.
+        return Err(last_error());
     }
-    Limit {
+    Ok(Limit {
         soft: to_limit(r.rlim_cur),
         hard: to_limit(r.rlim_max),
-    }
+    })
 }
 
-/// The current `RLIMIT_MEMLOCK`.
+/// The current `RLIMIT_MEMLOCK`, or why it could not be read.
 ///
 /// # References
 /// - getrlimit(2)
-pub(crate) fn memlock_limit() -> Limit {
+pub(crate) fn memlock_limit() -> io::Result<Limit> {
     get_rlimit(libc::RLIMIT_MEMLOCK)
 }
 
-/// The current `RLIMIT_CORE`.
+/// The current `RLIMIT_AS` (address space), or why it could not be read.
+pub(crate) fn address_space_limit() -> io::Result<Limit> {
+    get_rlimit(libc::RLIMIT_AS)
+}
+
+/// The current `RLIMIT_NOFILE` (descriptors), or why it could not be read.
+pub(crate) fn nofile_limit() -> io::Result<Limit> {
+    get_rlimit(libc::RLIMIT_NOFILE)
+}
+
+/// The current `RLIMIT_CORE` (both `None` if it cannot be read).
 pub(crate) fn core_limit() -> Limit {
-    get_rlimit(libc::RLIMIT_CORE)
+    get_rlimit(libc::RLIMIT_CORE).unwrap_or(Limit {
+        soft: None,
+        hard: None,
+    })
 }
 
 /// Set `RLIMIT_CORE` to zero, soft and hard: no core file for this process.
@@ -535,14 +574,19 @@ pub(crate) fn thread_has_effective_cap(cap: u32) -> Option<bool> {
     Some(word.effective & (1 << (cap % 32)) != 0)
 }
 
-/// Register handlers that run around `fork(2)`.
+/// Register handlers that run around `fork(2)`: `prepare` in the parent
+/// before it, `parent` in the parent after it, `child` in the child.
 ///
 /// # References
 /// - pthread_atfork(3)
-pub(crate) fn register_atfork(child: extern "C" fn()) -> io::Result<()> {
-    // SAFETY: `child` is a plain function pointer that stays valid for the
-    // life of the process.
-    let r = unsafe { libc::pthread_atfork(None, None, Some(child)) };
+pub(crate) fn register_atfork(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> io::Result<()> {
+    // SAFETY: plain function pointers that stay valid for the life of the
+    // process.
+    let r = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     if r == 0 {
         Ok(())
     } else {
@@ -550,15 +594,34 @@ pub(crate) fn register_atfork(child: extern "C" fn()) -> io::Result<()> {
     }
 }
 
-/// Write zeros over `[addr, addr + len)` with volatile stores the compiler
-/// may not remove, then fence so the stores are not moved past what follows
-/// (unlock, unmap).
+/// This process's id. Async-signal-safe.
+///
+/// # References
+/// - getpid(2)
+pub(crate) fn getpid() -> u64 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u64 }
+}
+
+/// Give the CPU to another thread (a spin wait's pause). Async-signal-safe.
+///
+/// # References
+/// - sched_yield(2)
+pub(crate) fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+}
+
+/// Write zeros over `[addr, addr + len)` with stores the compiler may not
+/// remove or move past what follows (unlock, unmap); see
+/// [`copy::wipe_raw`](super::copy::wipe_raw).
 ///
 /// # Safety
 /// The range must be mapped writable and owned by the caller, with no live
 /// shared reference into it.
 pub(crate) unsafe fn wipe(addr: *mut u8, len: usize) {
     // SAFETY: the caller guarantees the range is writable and exclusively ours.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(addr, len) };
-    zeroize::Zeroize::zeroize(bytes);
+    unsafe { super::copy::wipe_raw(addr, len) }
 }

@@ -11,6 +11,7 @@ pub mod child;
 pub mod configs;
 pub mod procfs;
 pub mod rlimit;
+pub mod seccomp;
 
 /// The system page size.
 pub fn page_size() -> usize {

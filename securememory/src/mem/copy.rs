@@ -1,0 +1,146 @@
+//! The one way the library copies or wipes secret bytes in user space.
+//!
+//! A plain `copy_from_slice` becomes a call to libc's `memcpy`, which moves
+//! the bytes through SSE/AVX registers and leaves them there: a core file
+//! records every thread's vector registers (the `NT_X86_XSTATE` note), so
+//! the secret would be in the dump though every page of it is excluded.
+//! `memcpy` is also an interposable symbol (`LD_PRELOAD`), which matters
+//! while a protection key is open. So on x86_64 the copy is one
+//! `rep movsb`: the CPU moves the bytes itself, through no architectural
+//! register, and no function is called. Elsewhere it is a loop of volatile
+//! byte loads and stores, which the compiler may not widen into vector
+//! code or turn into a `memcpy` call.
+
+/// Copy `src` into `dst`.
+///
+/// # Panics
+/// If the lengths differ (as `copy_from_slice` does).
+#[inline]
+pub(crate) fn copy(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "copy between slices of unequal length"
+    );
+    // SAFETY: both slices are valid for `len` bytes; `&mut` and `&` cannot
+    // overlap.
+    unsafe { copy_raw(src.as_ptr(), dst.as_mut_ptr(), src.len()) }
+}
+
+/// Test hook: a function run right after each copy, to look at the CPU
+/// state the copy left (see `test_hooks::after_secret_copy`).
+#[cfg(feature = "test-hooks")]
+static AFTER_COPY: std::sync::RwLock<Option<fn()>> = std::sync::RwLock::new(None);
+
+#[cfg(feature = "test-hooks")]
+pub(crate) fn set_after_copy(f: Option<fn()>) {
+    *AFTER_COPY.write().unwrap_or_else(|p| p.into_inner()) = f;
+}
+
+#[cfg(feature = "test-hooks")]
+fn after_copy() {
+    let f = *AFTER_COPY.read().unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = f {
+        f();
+    }
+}
+
+/// Copy `len` bytes from `src` to `dst`.
+///
+/// # Safety
+/// `src` readable and `dst` writable for `len` bytes, the two ranges not
+/// overlapping, no other thread writing either range.
+#[inline]
+pub(crate) unsafe fn copy_raw(src: *const u8, dst: *mut u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `rep movsb` copies `rcx` bytes from `[rsi]` to `[rdi]`, valid
+    // and disjoint (the caller's contract). It goes forward because the
+    // direction flag is clear: Rust guarantees DF = 0 on entry to every
+    // `asm!` block and requires it on exit, and `movsb` does not set it.
+    // rcx, rsi and rdi are consumed (declared as clobbered outputs); no
+    // flag changes. Not `nomem`: the compiler must treat it as reading and
+    // writing memory, so no access to either range moves across it (nor
+    // across the WRPKRU that opens and closes a key around it).
+    unsafe {
+        std::arch::asm!(
+            "rep movsb",
+            inout("rcx") len => _,
+            inout("rsi") src => _,
+            inout("rdi") dst => _,
+            options(nostack, preserves_flags),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for i in 0..len {
+        // SAFETY: `i < len`, inside both ranges (the caller's contract).
+        // Volatile: one byte at a time, never merged into vector code or a
+        // `memcpy` call.
+        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+    }
+    #[cfg(feature = "test-hooks")]
+    after_copy();
+}
+
+/// Write zeros over `[dst, dst + len)`, stores the compiler may not remove.
+///
+/// # Safety
+/// `dst` writable for `len` bytes, no other reference into the range live.
+#[inline]
+pub(crate) unsafe fn wipe_raw(dst: *mut u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `rep stosb` stores `al` (zero) into `rcx` bytes at `[rdi]`,
+    // forward (DF is clear, as for `copy_raw`); the range is the caller's.
+    // An `asm!` block's stores are never elided, and without `nomem` no
+    // later access (unlock, unmap, reuse) is moved before them.
+    unsafe {
+        std::arch::asm!(
+            "rep stosb",
+            inout("rcx") len => _,
+            inout("rdi") dst => _,
+            in("al") 0u8,
+            options(nostack, preserves_flags),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: forwarded from the caller.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+        zeroize::Zeroize::zeroize(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_every_length_and_offset() {
+        let src: Vec<u8> = (0..300u32).map(|i| (i * 7 + 1) as u8).collect();
+        for off in [0, 1, 7, 33] {
+            for len in [0, 1, 2, 15, 16, 17, 31, 32, 33, 64, 255] {
+                let mut dst = vec![0xeeu8; len + 2];
+                copy(&mut dst[1..1 + len], &src[off..off + len]);
+                assert_eq!(&dst[1..1 + len], &src[off..off + len]);
+                assert_eq!((dst[0], dst[len + 1]), (0xee, 0xee), "wrote outside");
+            }
+        }
+    }
+
+    #[test]
+    fn wipes_exactly_the_range() {
+        for len in [0, 1, 31, 32, 4096] {
+            let mut buf = vec![0xa5u8; len + 2];
+            let range = &mut buf[1..1 + len];
+            // SAFETY: a live, exclusively borrowed range of `len` bytes.
+            unsafe { wipe_raw(range.as_mut_ptr(), len) };
+            assert!(buf[1..1 + len].iter().all(|&b| b == 0));
+            assert_eq!((buf[0], buf[len + 1]), (0xa5, 0xa5), "wrote outside");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "unequal length")]
+    fn unequal_lengths_panic() {
+        copy(&mut [0u8; 3], &[1u8; 4]);
+    }
+}
