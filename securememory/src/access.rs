@@ -7,6 +7,9 @@
 //! path (one compare-and-swap); only the first-reader and last-reader
 //! transitions, and closing, take the `transition` mutex.
 
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
 use crate::sync::{AtomicUsize, Condvar, Mutex};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
@@ -15,24 +18,59 @@ const CLOSING: usize = 1 << (usize::BITS - 1);
 /// Set while the window is open (pages readable). Changed only under the
 /// `transition` mutex. Invariant: `readers > 0` on the window path implies OPEN.
 const OPEN: usize = 1 << (usize::BITS - 2);
-/// Set once the memory has been released; only under the mutex.
+/// Set, under the mutex, by the one `close` that runs the release, before
+/// it runs it: the release runs at most once, even if it unwinds.
 const CLOSED: usize = 1 << (usize::BITS - 3);
+/// Set, under the mutex, once that release has returned or unwound; other
+/// closers wait for it.
+const RELEASED: usize = 1 << (usize::BITS - 4);
+/// Set, under the mutex, by a `close` that waits for another's release: the
+/// wake-up is a system call (futex), made only when someone waits.
+const RELEASE_WAITER: usize = 1 << (usize::BITS - 5);
 /// The number of accesses in flight.
-const READERS: usize = CLOSED - 1;
+const READERS: usize = RELEASE_WAITER - 1;
 
-/// Opens and closes the access window of some memory.
+/// Opens and closes the access window of some memory. `open` and `close`
+/// run under the gate's mutex and must not call user code; `changed` runs
+/// after, with no lock held, and is where a window reports (metrics, logs).
 pub(crate) trait Window {
     /// Make the memory readable. Called with no reader inside.
-    fn open(&self) -> Result<(), crate::Error>;
+    fn open(&self, turn: &Turn) -> Result<(), crate::Error>;
     /// Make the memory unreadable again. Called when the last reader left.
-    fn close(&self) -> Result<(), crate::Error>;
+    fn close(&self, turn: &Turn) -> Result<(), crate::Error>;
+    /// Report what `open` or `close` just did. May call user code.
+    fn changed(&self, _result: &Result<(), crate::Error>) {}
 }
+
+/// Proof, passed to [`Window::open`] and [`Window::close`], that the caller
+/// is the gate holding its transition mutex with no window reader inside:
+/// only this module makes one, so a window's protection cannot be changed
+/// from anywhere else.
+pub(crate) struct Turn(());
+
+/// Proof, passed to the release of [`Gate::close`], that no access is in
+/// flight and none can start again (so no view of the memory exists): only this module
+/// makes one (see [`Gate::close`] and [`Gate::abandon`]), so memory cannot
+/// be wiped or unmapped under a live view of it.
+pub(crate) struct Drained(());
 
 /// The state of one secret's accesses.
 pub(crate) struct Gate {
     state: AtomicUsize,
     transition: Mutex<()>,
     drained: Condvar,
+}
+
+/// Marks the release finished (returned or unwound) and wakes other closers.
+struct Released<'a>(&'a Gate);
+
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        let _t = self.0.transition.lock().unwrap_or_else(|p| p.into_inner());
+        if self.0.state.fetch_or(RELEASED, AcqRel) & RELEASE_WAITER != 0 {
+            self.0.drained.notify_all();
+        }
+    }
 }
 
 impl Gate {
@@ -48,6 +86,11 @@ impl Gate {
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.state.load(Acquire) & CLOSING != 0
+    }
+
+    /// Whether a `close` is running the release right now.
+    pub(crate) fn is_releasing(&self) -> bool {
+        self.state.load(Acquire) & (CLOSED | RELEASED) == CLOSED
     }
 
     /// Start an access that needs no window (the copy path): only counts it,
@@ -80,25 +123,39 @@ impl Gate {
                 Err(now) => s = now,
             }
         }
-        self.enter_window_slow(w)?;
-        Ok(Entered::new(self, w, true))
+        self.enter_window_slow(w)
     }
 
     #[cold]
-    fn enter_window_slow(&self, w: &impl Window) -> Result<(), crate::Error> {
-        let _t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+    fn enter_window_slow<'a, W: Window>(
+        &'a self,
+        w: &'a W,
+    ) -> Result<Entered<'a, W>, crate::Error> {
+        let t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.state.load(Acquire);
         if s & CLOSING != 0 {
             return Err(crate::Error::Closed);
         }
-        if s & OPEN == 0 {
-            // No window reader can be inside: one inside implies OPEN, and
-            // OPEN is only set here, under the mutex (copy-path readers may be).
-            w.open()?;
-            self.state.fetch_or(OPEN, AcqRel);
+        if s & OPEN != 0 {
+            self.state.fetch_add(1, AcqRel);
+            return Ok(Entered::new(self, w, true));
         }
-        self.state.fetch_add(1, AcqRel);
-        Ok(())
+        // No window reader can be inside: one inside implies OPEN, and
+        // OPEN is only set here, under the mutex (copy-path readers may be).
+        let opened = match catch_unwind(AssertUnwindSafe(|| w.open(&Turn(())))) {
+            Ok(r) => r,
+            Err(panic) => self.change_unwound(t, panic),
+        };
+        let entered = opened.as_ref().ok().map(|()| {
+            self.state.fetch_or(OPEN, AcqRel);
+            self.state.fetch_add(1, AcqRel);
+            // Counted in: from here an unwind leaves the gate through this.
+            Entered::new(self, w, true)
+        });
+        drop(t);
+        w.changed(&opened);
+        opened?;
+        Ok(entered.expect("opened"))
     }
 
     /// End an access started with [`enter`](Self::enter) or
@@ -117,9 +174,9 @@ impl Gate {
 
     #[cold]
     fn leave_window_slow(&self, w: &impl Window) -> Result<(), crate::Error> {
-        let _t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = self.state.load(Acquire);
-        let mut result = Ok(());
+        let mut result = None;
         // Another reader may have come in since our decrement; then it owns
         // the window now. OPEN is cleared (only if still no reader) before the
         // pages are hidden: a copy-path reader's count would otherwise let a
@@ -127,11 +184,15 @@ impl Gate {
         while s & READERS == 0 && s & OPEN != 0 {
             match self.state.compare_exchange(s, s & !OPEN, AcqRel, Acquire) {
                 Ok(_) => {
-                    result = w.close();
-                    if result.is_err() {
+                    let r = match catch_unwind(AssertUnwindSafe(|| w.close(&Turn(())))) {
+                        Ok(r) => r,
+                        Err(panic) => self.change_unwound(t, panic),
+                    };
+                    if r.is_err() {
                         // Readable and cannot be hidden: no one may enter again.
                         self.state.fetch_or(CLOSING, AcqRel);
                     }
+                    result = Some(r);
                     break;
                 }
                 Err(now) => s = now,
@@ -139,17 +200,38 @@ impl Gate {
         }
         // Notifying under the mutex orders this wake-up after the closer's
         // check of the reader count, so the closer cannot miss it.
-        if s & CLOSING != 0 || result.is_err() {
+        if s & CLOSING != 0 || matches!(result, Some(Err(_))) {
             self.drained.notify_all();
         }
-        result
+        drop(t);
+        match result {
+            Some(r) => {
+                w.changed(&r);
+                r
+            }
+            None => Ok(()),
+        }
     }
 
-    /// Stop new accesses, wait for those in flight, then run `release` once
-    /// (under the mutex, so a concurrent second `close` returns only after
-    /// the first finished). Returns `None` if already closed, else what
-    /// `release` returned.
-    pub(crate) fn close<R>(&self, release: impl FnOnce() -> R) -> Option<R> {
+    /// A window change (`open` or `close`, under the mutex `t`) unwound: the
+    /// memory's state is unknown, so close the gate for good (the release
+    /// will wipe it) and wake a waiting `close`, release the mutex unpoisoned,
+    /// and let the panic go on.
+    #[cold]
+    fn change_unwound<G>(&self, t: G, panic: Box<dyn Any + Send>) -> ! {
+        self.state.fetch_or(CLOSING, AcqRel);
+        self.drained.notify_all();
+        drop(t);
+        resume_unwind(panic)
+    }
+
+    /// Stop new accesses, wait for those in flight, then run `release` once.
+    /// The release is claimed (CLOSED) under the mutex before it runs, and
+    /// it runs with no lock held (it may report to user code that re-enters
+    /// the library); a concurrent second `close` returns only after it
+    /// returned or unwound. Returns `None` if another `close` ran it, else
+    /// what `release` returned.
+    pub(crate) fn close<R>(&self, release: impl FnOnce(&Drained) -> R) -> Option<R> {
         self.state.fetch_or(CLOSING, AcqRel);
         let mut t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         // Also wait while OPEN: the last reader has left the count but not
@@ -158,19 +240,24 @@ impl Gate {
             t = self.drained.wait(t).unwrap_or_else(|p| p.into_inner());
         }
         if self.state.load(Acquire) & CLOSED != 0 {
+            self.state.fetch_or(RELEASE_WAITER, AcqRel);
+            while self.state.load(Acquire) & RELEASED == 0 {
+                t = self.drained.wait(t).unwrap_or_else(|p| p.into_inner());
+            }
             return None;
         }
-        let r = release();
         self.state.fetch_or(CLOSED, AcqRel);
         drop(t);
-        Some(r)
+        let _done = Released(self);
+        Some(release(&Drained(())))
     }
 
     /// Stop new accesses without waiting or taking the mutex (a fork child,
-    /// where in-flight counts and the mutex belong to the parent's threads).
-    /// Returns whether this call was the first to stop them.
-    pub(crate) fn abandon(&self) -> bool {
-        self.state.fetch_or(CLOSING, AcqRel) & CLOSING == 0
+    /// where in-flight counts and the mutex belong to the parent's threads,
+    /// none of which exists in the child). The proof is given to the first
+    /// call only; the caller must not be inside an access of this gate.
+    pub(crate) fn abandon(&self) -> Option<Drained> {
+        (self.state.fetch_or(CLOSING, AcqRel) & CLOSING == 0).then_some(Drained(()))
     }
 
     /// Whether the window is open right now (tests and the bench's check).

@@ -47,6 +47,11 @@
 //!   than the scratch buffer) racing a window reader.
 //! - (e) a failed window close (the memory cannot be hidden) closes the gate
 //!   for good, with a concurrent reader, and `close` still releases once.
+//! - (f) a window close that panics (as one reporting to a panicking metrics
+//!   recorder did) closes the gate for good and still wakes a waiting
+//!   `close`, which releases once; a release that panics runs once, and a
+//!   concurrent second `close` returns (it does not wait forever) without
+//!   running it again.
 //!
 //! Bugs this model found in the first version of `access.rs` (both fixed
 //! there; both also reproduced by `tests/concurrency.rs`):
@@ -76,7 +81,9 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize};
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::access::{Gate, Window};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::access::{Gate, Turn, Window};
 use crate::Error;
 
 /// Run `f` under loom with a bounded number of preemptions.
@@ -96,6 +103,10 @@ struct Mem {
     closes: AtomicUsize,
     /// Make the next window close fail (the memory cannot be hidden).
     fail_close: AtomicBool,
+    /// Make the next window close panic before hiding the memory.
+    panic_close: AtomicBool,
+    /// Make the next release panic once it has wiped the memory.
+    panic_release: AtomicBool,
     /// A window close failed (the memory stayed readable).
     close_failed: AtomicBool,
     /// Window readers inside (after `enter_window`, before `leave`).
@@ -110,7 +121,7 @@ struct Mem {
 }
 
 impl Window for Mem {
-    fn open(&self) -> Result<(), Error> {
+    fn open(&self, _turn: &Turn) -> Result<(), Error> {
         assert!(!self.released.load(SeqCst), "window opened after release");
         assert!(
             !self.readable.swap(true, SeqCst),
@@ -120,7 +131,7 @@ impl Window for Mem {
         Ok(())
     }
 
-    fn close(&self) -> Result<(), Error> {
+    fn close(&self, _turn: &Turn) -> Result<(), Error> {
         assert!(
             !self.released.load(SeqCst),
             "window closed after release (mprotect on freed memory)"
@@ -131,6 +142,11 @@ impl Window for Mem {
             "window closed with a window reader inside"
         );
         assert!(self.readable.load(SeqCst), "window closed while closed");
+        if self.panic_close.swap(false, SeqCst) {
+            // Still readable: the gate must close for good and wake a closer.
+            self.close_failed.store(true, SeqCst);
+            panic!("{INJECTED}");
+        }
         if self.fail_close.swap(false, SeqCst) {
             // Like `Region::hide` failing: still readable, the gate must close.
             self.close_failed.store(true, SeqCst);
@@ -215,7 +231,7 @@ impl Model {
 
     /// Close the gate; check what must hold when `close` returns.
     fn close(&self) -> Option<()> {
-        let r = self.gate.close(|| {
+        let r = self.gate.close(|_drained| {
             assert_eq!(
                 self.mem.inside.load(SeqCst),
                 0,
@@ -230,6 +246,9 @@ impl Model {
             self.mem.bytes.with_mut(|_| ());
             assert!(!self.mem.released.swap(true, SeqCst), "release ran twice");
             self.mem.releases.fetch_add(1, SeqCst);
+            if self.mem.panic_release.swap(false, SeqCst) {
+                panic!("{INJECTED}");
+            }
         });
         self.mem.close_returned.store(true, SeqCst);
         assert_eq!(
@@ -260,6 +279,43 @@ impl Model {
         assert_eq!(self.mem.inside.load(SeqCst), 0);
         assert!(!self.gate.is_open());
     }
+}
+
+/// The message of the panics the mock injects (kept out of the test output).
+const INJECTED: &str = "mock: injected panic";
+
+/// Run `f`, catching a panic the mock injected (any other panic goes on).
+/// Returns whether one was caught.
+fn injected(f: impl FnOnce()) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => false,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            if msg.as_deref() == Some(INJECTED) {
+                true
+            } else {
+                std::panic::resume_unwind(p)
+            }
+        }
+    }
+}
+
+/// Keep the injected panics' messages out of the output (others still print).
+fn quiet_injected_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied());
+        if msg != Some(INJECTED) {
+            default(info);
+        }
+    }));
 }
 
 fn spawn(m: &Arc<Model>, f: fn(&Model)) -> thread::JoinHandle<()> {
@@ -405,5 +461,78 @@ fn access_loom_failed_window_close_closes_the_gate() {
         assert!(matches!(m.gate.enter_window(&m.mem), Err(Error::Closed)));
         assert_eq!(m.close(), Some(()));
         assert_eq!(m.mem.releases.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn access_loom_panicking_window_close_closes_the_gate() {
+    quiet_injected_panics();
+    check(|| {
+        let m = Model::new();
+        m.mem.panic_close.store(true, SeqCst);
+        let a = spawn(&m, |m| {
+            injected(|| {
+                m.window_access();
+            });
+        });
+        injected(|| {
+            m.window_access();
+        });
+        a.join().unwrap();
+        // Whichever reader left last panicked while hiding the window.
+        assert!(m.mem.close_failed.load(SeqCst));
+        assert!(
+            m.gate.is_closed(),
+            "a panicking window close closes the gate"
+        );
+        assert!(!m.gate.is_open());
+        assert!(matches!(m.gate.enter_window(&m.mem), Err(Error::Closed)));
+        assert_eq!(m.close(), Some(()));
+        assert_eq!(m.mem.releases.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn access_loom_panicking_window_close_racing_close() {
+    quiet_injected_panics();
+    check(|| {
+        let m = Model::new();
+        m.mem.panic_close.store(true, SeqCst);
+        let a = spawn(&m, |m| {
+            injected(|| {
+                m.window_access();
+            });
+        });
+        // Must not wait forever for the reader whose window close panicked.
+        assert_eq!(m.close(), Some(()));
+        a.join().unwrap();
+        assert_eq!(m.mem.releases.load(SeqCst), 1);
+        assert!(!m.gate.is_open());
+    });
+}
+
+#[test]
+fn access_loom_panicking_release_runs_once() {
+    quiet_injected_panics();
+    check(|| {
+        let m = Model::new();
+        m.mem.panic_release.store(true, SeqCst);
+        let b = spawn(&m, |m| {
+            injected(|| {
+                m.close();
+            });
+        });
+        injected(|| {
+            m.close();
+        });
+        b.join().unwrap();
+        // One closer ran the release, which panicked; the other returned
+        // without running it again (and did not wait forever).
+        assert_eq!(m.mem.releases.load(SeqCst), 1, "release exactly once");
+        assert!(m.gate.is_closed());
+        assert!(m
+            .gate
+            .close(|_| unreachable!("release ran again"))
+            .is_none());
     });
 }

@@ -292,7 +292,9 @@ impl ProtectedFactory {
             self.create_pages(len, &mut src, &opts)?
         };
         metrics::created(started.elapsed());
-        tracing::debug!(len, backend = ?opts.backend, layout = ?opts.layout, "securememory: secret created");
+        crate::shield::shield(
+            || tracing::debug!(len, backend = ?opts.backend, layout = ?opts.layout, "securememory: secret created"),
+        );
         Ok(Secret::new(
             storage,
             len,

@@ -55,18 +55,31 @@ thread_local! {
 /// Register the at-fork handlers and make the sentinel, once per process.
 /// Called before the first secret (or memory file) exists.
 pub(crate) fn install() {
+    // The warnings are logged after `call_once` returns: a subscriber that
+    // makes a secret would call `install` again inside it and wait forever.
+    let mut failed = (None, None);
     INSTALL.call_once(|| {
         if let Err(e) = sentinel::install(GENERATION.load(Ordering::Acquire) + 1) {
             PID.store(sys::getpid(), Ordering::Release);
             BY_PID.store(true, Ordering::Release);
-            tracing::warn!(error = %e, "securememory: no MADV_WIPEONFORK sentinel; fork children are detected by pid (one getpid per access)");
+            failed.0 = Some(e);
         }
         // Failure leaves the fence without effect; the sentinel still
         // detects every child and the fork advice keeps the bytes out of it.
         if let Err(e) = sys::register_atfork(prepare, parent, child) {
-            tracing::warn!(error = %e, "securememory: pthread_atfork failed; a fork during a secret's creation is not fenced");
+            failed.1 = Some(e);
         }
     });
+    if let Some(e) = failed.0 {
+        crate::shield::shield(
+            || tracing::warn!(error = %e, "securememory: no MADV_WIPEONFORK sentinel; fork children are detected by pid (one getpid per access)"),
+        );
+    }
+    if let Some(e) = failed.1 {
+        crate::shield::shield(
+            || tracing::warn!(error = %e, "securememory: pthread_atfork failed; a fork during a secret's creation is not fenced"),
+        );
+    }
 }
 
 /// The current fork generation of this process. Two loads; the first call

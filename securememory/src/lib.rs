@@ -41,6 +41,7 @@ mod pool;
 mod pool_protection;
 mod reader;
 mod secret;
+mod shield;
 mod store;
 mod sync;
 pub mod system;

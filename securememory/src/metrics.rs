@@ -2,9 +2,15 @@
 //! through the `metrics` facade so that a recorder installed by the program
 //! picks them up. Names follow Asherah Go's (`secret.allocated`,
 //! `secret.inuse`) where it has one.
+//!
+//! The recorder is user code: every facade call goes through
+//! [`shield`](crate::shield::shield) (a panic in it is swallowed), and the
+//! library calls these functions only with no lock of its own held.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::shield::shield;
 
 static ALLOCATED: AtomicU64 = AtomicU64::new(0);
 static IN_USE: AtomicU64 = AtomicU64::new(0);
@@ -61,39 +67,39 @@ pub fn stats() -> Stats {
 pub(crate) fn created(elapsed: Duration) {
     ALLOCATED.fetch_add(1, Ordering::Relaxed);
     let n = IN_USE.fetch_add(1, Ordering::Relaxed) + 1;
-    metrics::counter!("secret.allocated").increment(1);
-    metrics::gauge!("secret.inuse").set(n as f64);
-    metrics::histogram!("secret.allocation.seconds").record(elapsed.as_secs_f64());
+    shield(|| metrics::counter!("secret.allocated").increment(1));
+    shield(|| metrics::gauge!("secret.inuse").set(n as f64));
+    shield(|| metrics::histogram!("secret.allocation.seconds").record(elapsed.as_secs_f64()));
 }
 
 pub(crate) fn closed() {
     let n = IN_USE.fetch_sub(1, Ordering::Relaxed) - 1;
-    metrics::gauge!("secret.inuse").set(n as f64);
+    shield(|| metrics::gauge!("secret.inuse").set(n as f64));
 }
 
 #[inline]
 pub(crate) fn protection_changed() {
     PROTECTION_CHANGES.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("secret.protection_changes").increment(1);
+    shield(|| metrics::counter!("secret.protection_changes").increment(1));
 }
 
 pub(crate) fn refused() {
     REFUSALS.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("secret.lock.refused").increment(1);
+    shield(|| metrics::counter!("secret.lock.refused").increment(1));
 }
 
 pub(crate) fn unlocked() {
     UNLOCKED.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("secret.unlocked").increment(1);
+    shield(|| metrics::counter!("secret.unlocked").increment(1));
 }
 
 pub(crate) fn canary_damaged() {
     CANARY_FAILURES.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("secret.canary.damaged").increment(1);
+    shield(|| metrics::counter!("secret.canary.damaged").increment(1));
 }
 
 pub(crate) fn locked_changed(bytes: u64) {
-    metrics::gauge!("secret.locked.bytes").set(bytes as f64);
+    shield(|| metrics::gauge!("secret.locked.bytes").set(bytes as f64));
 }
 
 pub(crate) fn pool_changed(pages_delta: i64, used_delta: i64, total_delta: i64) {
@@ -104,14 +110,18 @@ pub(crate) fn pool_changed(pages_delta: i64, used_delta: i64, total_delta: i64) 
             a.fetch_sub((-d) as u64, Ordering::Relaxed) - (-d) as u64
         }
     }
-    // Publish only what changed: a slot taken or given back touches one gauge.
+    // Count first (`stats()` must not depend on the recorder), then publish
+    // only what changed: a slot taken or given back touches one gauge.
     if pages_delta != 0 {
-        metrics::gauge!("secret.pool.pages").set(add(&POOL_PAGES, pages_delta) as f64);
+        let n = add(&POOL_PAGES, pages_delta);
+        shield(|| metrics::gauge!("secret.pool.pages").set(n as f64));
     }
     if used_delta != 0 {
-        metrics::gauge!("secret.pool.slots.used").set(add(&POOL_SLOTS_USED, used_delta) as f64);
+        let n = add(&POOL_SLOTS_USED, used_delta);
+        shield(|| metrics::gauge!("secret.pool.slots.used").set(n as f64));
     }
     if total_delta != 0 {
-        metrics::gauge!("secret.pool.slots.total").set(add(&POOL_SLOTS_TOTAL, total_delta) as f64);
+        let n = add(&POOL_SLOTS_TOTAL, total_delta);
+        shield(|| metrics::gauge!("secret.pool.slots.total").set(n as f64));
     }
 }

@@ -22,6 +22,7 @@
 //! slot. Creating, reading and closing a secret in a free slot then makes no
 //! system call at all.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::budget::LockPolicy;
@@ -103,12 +104,21 @@ pub(crate) fn slot_size(len: usize) -> Option<usize> {
     (len <= MAX_SLOT).then(|| MIN_SLOT << class_of(len))
 }
 
-/// One secret's slot. Releasing it wipes it and gives it back.
+/// One secret's slot. Releasing it wipes it and gives it back, once: later
+/// releases do nothing, and dropping a slot not yet released releases it (a
+/// panic between taking a slot and wrapping it in a secret leaks nothing).
 pub(crate) struct Slot {
     chunk: Arc<Chunk>,
     class: usize,
     id: usize,
     index: u32,
+    released: AtomicBool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
 }
 
 impl Slot {
@@ -122,8 +132,12 @@ impl Slot {
         self.chunk.region.copy_out(self.offset() + pos, buf)
     }
 
-    /// Wipe the slot (at once) and return it to its class.
+    /// Wipe the slot (at once) and return it to its class. Only the first
+    /// call does: a slot given back twice would be handed to two secrets.
     pub(crate) fn release(&self) -> Result<()> {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
         if crate::fork::generation() != self.chunk_fork_gen() {
             // A fork child: the chunk is not mapped here and the class lock
             // may have been held by a parent thread at the fork. Touch nothing.
@@ -177,7 +191,8 @@ pub(crate) fn create(
         }),
     };
     if let Err(e) = placed {
-        // Wipe whatever part was written and give the slot back.
+        // Wipe whatever part was written and give the slot back (also what
+        // dropping it would do if placing had panicked).
         let _ = slot.release();
         return Err(e);
     }
@@ -197,13 +212,69 @@ fn stage(
     place(&buf)
 }
 
+/// Take a free slot. No user code (the metrics recorder, a `tracing`
+/// subscriber) runs while the class lock is held: it may create or close a
+/// pooled secret itself. A new chunk is made with the lock released.
 fn take(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Slot> {
-    let mut c = classes(key)?[class]
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let classes = classes(key)?;
+    let mut taken = pop_free(&mut lock_class(&classes[class]), lock);
+    if taken.is_none() {
+        let entry = match new_chunk(class, lock, key) {
+            Ok(entry) => entry,
+            // Another thread may have made a chunk meanwhile (the budget
+            // then had no room for a second one): use its free slot.
+            Err(e) => {
+                let (id, index, chunk) =
+                    pop_free(&mut lock_class(&classes[class]), lock).ok_or(e)?;
+                return Ok(wrap(chunk, class, id, index));
+            }
+        };
+        let (pages, slots) = (entry.chunk.pages, entry.slots);
+        let mut c = lock_class(&classes[class]);
+        let id = match c.chunks.iter().position(Option::is_none) {
+            Some(id) => {
+                c.chunks[id] = Some(entry);
+                id
+            }
+            None => {
+                c.chunks.push(Some(entry));
+                c.chunks.len() - 1
+            }
+        };
+        c.hint = id;
+        let e = c.chunks[id].as_mut().expect("just inserted");
+        let index = e.free.pop().expect("a new chunk has a free slot");
+        taken = Some((id, index, Arc::clone(&e.chunk)));
+        drop(c);
+        metrics::pool_changed(pages as i64, 0, slots as i64);
+    }
+    let (id, index, chunk) = taken.expect("found or made");
+    Ok(wrap(chunk, class, id, index))
+}
+
+/// The `Slot` for a slot just taken, made once the class lock is released
+/// (its `Drop` takes the lock), and the report of it.
+fn wrap(chunk: Arc<Chunk>, class: usize, id: usize, index: u32) -> Slot {
+    let slot = Slot {
+        chunk,
+        class,
+        id,
+        index,
+        released: AtomicBool::new(false),
+    };
+    metrics::pool_changed(0, 1, 0);
+    slot
+}
+
+fn lock_class(m: &Mutex<Class>) -> std::sync::MutexGuard<'_, Class> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A free slot of an existing chunk (id, index, chunk), if any.
+fn pop_free(c: &mut Class, lock: LockPolicy) -> Option<(usize, u32, Arc<Chunk>)> {
     let n = c.chunks.len();
     let hint = c.hint;
-    let found = (0..n)
+    let id = (0..n)
         .map(|i| (hint + i) % n)
         // A secret that must be locked never goes into an unlocked chunk
         // (made for a `LockPolicy::AllowUnlocked` factory).
@@ -212,25 +283,16 @@ fn take(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Slot> {
                 !e.free.is_empty()
                     && (lock == LockPolicy::AllowUnlocked || e.chunk.region.is_locked())
             })
-        });
-    let id = match found {
-        Some(id) => id,
-        None => new_chunk(&mut c, class, lock, key)?,
-    };
+        })?;
     c.hint = id;
     let e = c.chunks[id].as_mut().expect("chosen chunk exists");
     let index = e.free.pop().expect("chosen chunk has a free slot");
-    let chunk = Arc::clone(&e.chunk);
-    metrics::pool_changed(0, 1, 0);
-    Ok(Slot {
-        chunk,
-        class,
-        id,
-        index,
-    })
+    Some((id, index, Arc::clone(&e.chunk)))
 }
 
-fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<usize> {
+/// A new chunk for `class`, made without the class lock (making it counts
+/// locked memory and reports it); the caller inserts it.
+fn new_chunk(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Entry> {
     let page = sys::page_size();
     // A full chunk when it fits the locked-memory budget, else a small one
     // (asking first, so that a fallback is not counted as a refusal).
@@ -253,7 +315,7 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy, key: Option<Pkey>) -
     }
     let slot_size = MIN_SLOT << class;
     let slots = (region.data_len() / slot_size) as u32;
-    let entry = Entry {
+    Ok(Entry {
         chunk: Arc::new(Chunk {
             region,
             slot_size,
@@ -262,45 +324,36 @@ fn new_chunk(c: &mut Class, class: usize, lock: LockPolicy, key: Option<Pkey>) -
         // Pop from the end: hand out low slots first.
         free: (0..slots).rev().collect(),
         slots,
-    };
-    metrics::pool_changed(pages as i64, 0, slots as i64);
-    let id = match c.chunks.iter().position(Option::is_none) {
-        Some(id) => {
-            c.chunks[id] = Some(entry);
-            id
-        }
-        None => {
-            c.chunks.push(Some(entry));
-            c.chunks.len() - 1
-        }
-    };
-    Ok(id)
+    })
 }
 
 /// Runs only in the generation that made the chunk (see `Slot::release`).
+/// Reports (and drops a returned chunk) after the class lock is released.
 fn give_back(key: Option<Pkey>, class: usize, id: usize, index: u32) {
     let Ok(classes) = classes(key) else {
         return;
     };
-    let mut c = classes[class].lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = lock_class(&classes[class]);
     let Some(e) = c.chunks[id].as_mut() else {
         return;
     };
     e.free.push(index);
-    metrics::pool_changed(0, -1, 0);
-    if e.free.len() as u32 != e.slots {
-        return;
+    let mut returned = None;
+    if e.free.len() as u32 == e.slots {
+        // This chunk is empty. Keep it if it is the only empty one of its class.
+        let other_empty =
+            c.chunks.iter().enumerate().any(|(i, o)| {
+                i != id && o.as_ref().is_some_and(|o| o.free.len() as u32 == o.slots)
+            });
+        if other_empty {
+            returned = c.chunks[id].take();
+        }
     }
-    // This chunk is empty. Keep it if it is the only empty one of its class.
-    let other_empty = c
-        .chunks
-        .iter()
-        .enumerate()
-        .any(|(i, o)| i != id && o.as_ref().is_some_and(|o| o.free.len() as u32 == o.slots));
-    if other_empty {
-        let e = c.chunks[id].take().expect("checked above");
+    drop(c);
+    metrics::pool_changed(0, -1, 0);
+    if let Some(e) = returned {
         metrics::pool_changed(-(e.chunk.pages as i64), 0, -(e.slots as i64));
-        // The slot that was just released still holds an Arc: the region is
+        // The slot being released still holds an Arc: the region is
         // unmapped when that slot value is dropped, right after this call.
         drop(e);
     }

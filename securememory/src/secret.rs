@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::fmt;
 
-use crate::access::{Gate, Window};
+use crate::access::{Drained, Gate, Turn, Window};
 use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
 use crate::mem::copy;
@@ -11,6 +11,7 @@ use crate::mem::region::{Region, RegionWindow};
 use crate::mem::scratch::{self, Placement};
 use crate::pool::Slot;
 use crate::reader::SecretReader;
+use crate::shield::shield;
 use crate::{fork, metrics};
 
 /// Bytes of the canary written in front of a guarded secret.
@@ -57,16 +58,21 @@ enum SecretWindow<'a> {
 }
 
 impl Window for SecretWindow<'_> {
-    fn open(&self) -> Result<()> {
+    fn open(&self, turn: &Turn) -> Result<()> {
         match self {
-            SecretWindow::Pages(w) => w.open(),
+            SecretWindow::Pages(w) => w.open(turn),
             SecretWindow::None => Err(Error::Unsupported("pooled secrets have no window".into())),
         }
     }
-    fn close(&self) -> Result<()> {
+    fn close(&self, turn: &Turn) -> Result<()> {
         match self {
-            SecretWindow::Pages(w) => w.close(),
+            SecretWindow::Pages(w) => w.close(turn),
             SecretWindow::None => Ok(()),
+        }
+    }
+    fn changed(&self, result: &Result<()>) {
+        if let SecretWindow::Pages(w) = self {
+            w.changed(result);
         }
     }
 }
@@ -163,7 +169,7 @@ impl Secret {
 
     fn window(&self) -> SecretWindow<'_> {
         match &self.storage {
-            Storage::Pages { region, .. } => SecretWindow::Pages(RegionWindow(region)),
+            Storage::Pages { region, .. } => SecretWindow::Pages(RegionWindow::new(region)),
             Storage::Slot(_) => SecretWindow::None,
         }
     }
@@ -347,7 +353,9 @@ impl Secret {
 
     /// Close the secret: stop new accesses, wait for those in flight, then
     /// wipe, unlock and unmap its memory. Idempotent: a second call returns
-    /// `Ok(())`. Afterwards every access fails with [`Error::Closed`].
+    /// `Ok(())` once the first has finished (at once if made from a metrics
+    /// recorder or `tracing` subscriber that the first one is reporting to).
+    /// Afterwards every access fails with [`Error::Closed`].
     ///
     /// # Errors
     /// - [`Error::CloseWithinAccess`] when called from inside an access of
@@ -363,46 +371,65 @@ impl Secret {
     ///   pages (the map-count limit); they stay mapped and counted, are
     ///   never reused, and a later release unmaps them.
     pub fn close(&self) -> Result<()> {
+        if Active::contains(&self.gate) {
+            // This thread is releasing this secret and the code the release
+            // reports to (a metrics recorder) closed it again: that close is
+            // the one in progress, further up this thread's stack.
+            if self.gate.is_releasing() {
+                return Ok(());
+            }
+            return Err(Error::CloseWithinAccess);
+        }
         if self.fork_gen != fork::generation() {
             // A fork child: the gate's count and mutex were copied mid-flight
             // from the parent's threads, so waiting could hang forever. Mark
             // it closed without waiting; the memory is not the child's.
-            if self.gate.abandon() {
+            if let Some(drained) = self.gate.abandon() {
                 if let Storage::Pages { region, .. } = &self.storage {
-                    let _ = region.release();
+                    let _ = region.release(&drained);
                 }
             }
             return Ok(());
         }
-        if Active::contains(&self.gate) {
-            return Err(Error::CloseWithinAccess);
-        }
-        let released = self.gate.close(|| {
-            let canary = self.canary_intact();
+        // The release only changes memory; nothing in it panics or reports
+        // while a lock is held. The gate marks it claimed before it runs, so
+        // it runs at most once even if it unwinds.
+        let released = self.gate.close(|drained| {
+            // Marks this thread as the releaser (see the top of `close`).
+            let _releasing = Active::push(&self.gate).ok();
+            let canary = self.canary_intact(drained);
             let wiped = match &self.storage {
-                Storage::Pages { region, .. } => region.release(),
+                Storage::Pages { region, .. } => region.release(drained),
                 Storage::Slot(slot) => slot.release(),
             };
-            metrics::closed();
-            tracing::debug!(len = self.len, backend = ?self.backend, "securememory: secret closed");
-            match canary {
-                Ok(true) => wiped,
-                Ok(false) => {
-                    metrics::canary_damaged();
-                    tracing::error!("securememory: damaged canary in front of a guarded secret (out-of-bounds write)");
-                    Err(Error::CanaryDamaged)
-                }
-                // The canary could not be read (a failed protection change
-                // or copy): that error, not a false report of damage.
-                Err(e) => Err(e),
-            }
+            (canary, wiped)
         });
-        released.unwrap_or(Ok(()))
+        let Some((canary, wiped)) = released else {
+            return Ok(());
+        };
+        // Reported once the secret is closed for good: the recorder and the
+        // subscriber may panic (swallowed) or re-enter the library.
+        metrics::closed();
+        let (len, backend) = (self.len, self.backend);
+        shield(|| tracing::debug!(len, backend = ?backend, "securememory: secret closed"));
+        match canary {
+            Ok(true) => wiped,
+            Ok(false) => {
+                metrics::canary_damaged();
+                shield(|| {
+                    tracing::error!("securememory: damaged canary in front of a guarded secret (out-of-bounds write)")
+                });
+                Err(Error::CanaryDamaged)
+            }
+            // The canary could not be read (a failed protection change
+            // or copy): that error, not a false report of damage.
+            Err(e) => Err(e),
+        }
     }
 
     /// Compare the canary with the one written at creation: `Ok(false)` if
     /// it was damaged, an error if it could not be read.
-    fn canary_intact(&self) -> Result<bool> {
+    fn canary_intact(&self, drained: &Drained) -> Result<bool> {
         let Storage::Pages {
             region,
             off,
@@ -419,7 +446,7 @@ impl Secret {
         }
         let mut now = [0u8; CANARY_LEN];
         let at = off - CANARY_LEN;
-        region.read_at_rest(at, &mut now)?;
+        region.read_at_rest(at, &mut now, drained)?;
         // Compare without an early exit.
         Ok(now
             .iter()
@@ -437,7 +464,7 @@ impl Secret {
 impl Drop for Secret {
     fn drop(&mut self) {
         if let Err(e) = self.close() {
-            tracing::warn!(error = %e, "securememory: error closing a dropped secret");
+            shield(|| tracing::warn!(error = %e, "securememory: error closing a dropped secret"));
         }
     }
 }

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::pkey::{self, Pkey};
 use super::sys::{self, Advice, Prot};
-use crate::access::{Entered, Window};
+use crate::access::{Drained, Entered, Turn, Window};
 use crate::budget::{self, LockPolicy};
 use crate::error::Error;
 use crate::store::{self, Store};
@@ -151,7 +151,9 @@ impl Region {
             Err(e) if wants_lock => return Err(e),
             Err(_) => {
                 metrics::unlocked();
-                tracing::warn!(bytes = data_len, "securememory: memlock budget exhausted; this secret is NOT locked (LockPolicy::AllowUnlocked)");
+                crate::shield::shield(|| {
+                    tracing::warn!(bytes = data_len, "securememory: memlock budget exhausted; this secret is NOT locked (LockPolicy::AllowUnlocked)")
+                });
             }
         }
 
@@ -195,7 +197,7 @@ impl Region {
             let bytes = unsafe { std::slice::from_raw_parts_mut(region.data, data_len) };
             fill(bytes)?;
         }
-        region.protect(Prot::None)?;
+        region.set_prot(Prot::None)?;
         Ok(region)
     }
 
@@ -214,7 +216,10 @@ impl Region {
             return Err(budget::lock_error(self.data_len as u64, e));
         }
         metrics::unlocked();
-        tracing::warn!(bytes = self.data_len, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)");
+        let bytes = self.data_len;
+        crate::shield::shield(
+            || tracing::warn!(bytes, error = %e, "securememory: mlock refused; this secret is NOT locked (LockPolicy::AllowUnlocked)"),
+        );
         Ok(())
     }
 
@@ -399,10 +404,19 @@ impl Region {
         self.backing == BackingKind::Memfd
     }
 
-    /// Change the data pages' protection.
-    pub(crate) fn protect(&self, prot: Prot) -> Result<(), Error> {
-        // SAFETY: the data pages are ours; callers (the gate) ensure no
-        // reference into them outlives a change to `None`.
+    /// Change the data pages' protection, for the region's owner alone: the
+    /// exclusive borrow proves that no view into the pages exists (a view
+    /// borrows the region) and that no access gate manages them.
+    pub(crate) fn protect(&mut self, prot: Prot) -> Result<(), Error> {
+        self.set_prot(prot)
+    }
+
+    /// Change the data pages' protection. Private: every caller here holds a
+    /// proof that nothing reads the pages meanwhile (the gate's [`Turn`] or
+    /// [`Drained`], or an exclusive borrow).
+    fn set_prot(&self, prot: Prot) -> Result<(), Error> {
+        // SAFETY: the data pages are ours; every caller (see above) ensures
+        // no reference into them outlives a change to `None`.
         unsafe { sys::mprotect(self.data, self.data_len, prot) }.map_err(|source| {
             Error::ProtectFailed {
                 to: match prot {
@@ -529,17 +543,23 @@ impl Region {
         Ok(())
     }
 
-    /// Read `[off, off + buf.len())` while no access is in flight (at close):
-    /// through the memory file, or by opening and closing the pages.
-    pub(crate) fn read_at_rest(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+    /// Read `[off, off + buf.len())` while no access is in flight (at close,
+    /// which `_drained` proves): through the memory file, or by opening and
+    /// closing the pages.
+    pub(crate) fn read_at_rest(
+        &self,
+        off: usize,
+        buf: &mut [u8],
+        _drained: &Drained,
+    ) -> Result<(), Error> {
         assert!(off
             .checked_add(buf.len())
             .is_some_and(|end| end <= self.data_len));
         if self.can_copy() {
             return self.copy_out(off, buf);
         }
-        self.protect(Prot::Read)?;
-        // SAFETY: just made readable; the caller guarantees no access is in
+        self.set_prot(Prot::Read)?;
+        // SAFETY: just made readable; `_drained` proves no access is in
         // flight, so nothing else changes the protection before `hide`.
         buf.copy_from_slice(unsafe { std::slice::from_raw_parts(self.data.add(off), buf.len()) });
         self.hide()
@@ -547,25 +567,32 @@ impl Region {
 
     /// Hide the pages again after a window; if that fails, wipe them (they
     /// are still readable, so can be made writable) and report the failure.
-    pub(crate) fn hide(&self) -> Result<(), Error> {
-        let r = self.protect(Prot::None);
+    /// Private: callers hold the gate's [`Turn`] or [`Drained`] (no reader
+    /// inside). Logs nothing (it runs under the gate's mutex): the window
+    /// reports a failure once the mutex is released.
+    fn hide(&self) -> Result<(), Error> {
+        let r = self.set_prot(Prot::None);
         if r.is_err() {
             self.hide_failed.store(true, Ordering::Release);
-            if self.protect(Prot::ReadWrite).is_ok() {
-                // SAFETY: the pages were just made writable; no window is
-                // open (the gate calls this with no reader inside).
+            if self.set_prot(Prot::ReadWrite).is_ok() {
+                // SAFETY: the pages were just made writable; no reader is
+                // inside (see above).
                 unsafe { sys::wipe(self.data, self.data_len) };
             }
-            tracing::error!(
-                "securememory: could not make a secret unreadable again; it was wiped and closed"
-            );
         }
         r
     }
 
-    /// Wipe, unlock and unmap. Runs once; later calls do nothing. In a fork
-    /// child the memory is not ours (not mapped, or zeroed): nothing to wipe.
-    pub(crate) fn release(&self) -> Result<(), Error> {
+    /// Wipe, unlock and unmap; `_drained` proves that no access is in flight
+    /// or can start. Runs once; later calls do nothing. In a fork child the
+    /// memory is not ours (not mapped, or zeroed): nothing to wipe.
+    pub(crate) fn release(&self, _drained: &Drained) -> Result<(), Error> {
+        self.release_once()
+    }
+
+    /// [`release`](Self::release) for callers that prove quiescence otherwise
+    /// (`Drop`'s exclusive borrow).
+    fn release_once(&self) -> Result<(), Error> {
         if self.released.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -581,9 +608,9 @@ impl Region {
         if !self.base.is_null() {
             wiped = match self.backing {
                 BackingKind::Memfd if self.store.is_some() => self.wipe_in(0, self.data_len),
-                _ => self.protect(Prot::ReadWrite).map(|()| {
-                    // SAFETY: the pages were just made writable and the owner's
-                    // gate guarantees no access is in flight.
+                _ => self.set_prot(Prot::ReadWrite).map(|()| {
+                    // SAFETY: the pages were just made writable, and the
+                    // caller's proof (see `release`) says no access is in flight.
                     unsafe { sys::wipe(self.data, self.data_len) }
                 }),
             };
@@ -613,10 +640,12 @@ impl Region {
     fn unmap_refused(&self, e: std::io::Error, wiped: Result<(), Error>) -> Error {
         if self.backing != BackingKind::Memfd {
             // The wipe made them writable; the memory file's are PROT_NONE.
-            let _ = self.protect(Prot::None);
+            let _ = self.set_prot(Prot::None);
         }
         if let Err(w) = wiped {
-            tracing::error!(error = %w, "securememory: wiping a closed secret failed");
+            crate::shield::shield(
+                || tracing::error!(error = %w, "securememory: wiping a closed secret failed"),
+            );
         }
         super::stranded::keep(super::stranded::Stranded {
             base: self.base,
@@ -627,7 +656,9 @@ impl Region {
                 .map(|store| (store, self.file_off, self.data_len as u64)),
         });
         let err = crate::limits::unmap_error(self.total, e);
-        tracing::error!(error = %err, "securememory: the kernel refused to unmap a closed secret");
+        crate::shield::shield(
+            || tracing::error!(error = %err, "securememory: the kernel refused to unmap a closed secret"),
+        );
         err
     }
 
@@ -637,7 +668,7 @@ impl Region {
         let mut out = vec![0u8; self.data_len];
         if self.can_copy() {
             let _ = self.copy_out(0, &mut out);
-        } else if self.protect(Prot::Read).is_ok() {
+        } else if self.set_prot(Prot::Read).is_ok() {
             // SAFETY: just made readable; test-only, single-threaded use.
             out.copy_from_slice(unsafe { std::slice::from_raw_parts(self.data, self.data_len) });
         }
@@ -652,30 +683,47 @@ impl Region {
             self.copy_out(off, &mut b)?;
             self.write_in(off, &[b[0] ^ xor])
         } else {
-            self.protect(Prot::ReadWrite)?;
+            self.set_prot(Prot::ReadWrite)?;
             // SAFETY: just made writable; test-only, no access in flight.
             unsafe { *self.data.add(off) ^= xor };
-            self.protect(Prot::None)
+            self.set_prot(Prot::None)
         }
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
-        let _ = self.release();
+        // The exclusive borrow: no view, no access, no gate left.
+        let _ = self.release_once();
     }
 }
 
-/// A region seen as an access window: open = readable, close = hidden.
-pub(crate) struct RegionWindow<'a>(pub &'a Region);
+/// A region seen as an access window: open = readable, close = hidden. Only
+/// the gate can open or close it (each takes the gate's [`Turn`]).
+pub(crate) struct RegionWindow<'a>(&'a Region);
+
+impl<'a> RegionWindow<'a> {
+    pub(crate) fn new(region: &'a Region) -> Self {
+        RegionWindow(region)
+    }
+}
 
 impl Window for RegionWindow<'_> {
-    fn open(&self) -> Result<(), Error> {
-        metrics::protection_changed();
-        self.0.protect(Prot::Read)
+    fn open(&self, _turn: &Turn) -> Result<(), Error> {
+        self.0.set_prot(Prot::Read)
     }
-    fn close(&self) -> Result<(), Error> {
-        metrics::protection_changed();
+    fn close(&self, _turn: &Turn) -> Result<(), Error> {
         self.0.hide()
+    }
+    fn changed(&self, result: &Result<(), Error>) {
+        // Counted whether or not it succeeded, as before: a change was tried.
+        metrics::protection_changed();
+        if result.is_err() && self.0.hide_failed() {
+            crate::shield::shield(|| {
+                tracing::error!(
+                    "securememory: could not make a secret unreadable again; it was wiped and closed"
+                )
+            });
+        }
     }
 }

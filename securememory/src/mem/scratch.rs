@@ -210,7 +210,7 @@ fn new_region(lock: LockPolicy) -> Result<Region> {
         backing: BackingKind::Anonymous,
         lock,
     };
-    let region = Region::create(spec, |_| Ok(()))?;
+    let mut region = Region::create(spec, |_| Ok(()))?;
     region.protect(Prot::ReadWrite)?;
     Ok(region)
 }

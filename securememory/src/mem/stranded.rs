@@ -56,6 +56,9 @@ pub(crate) fn retry() {
     }
     let Some(list) = list() else { return };
     let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+    // Given back after the lock: the budget reports to the metrics recorder,
+    // user code that may come back in here.
+    let mut unlocked = 0;
     list.retain(|s| {
         // SAFETY: the mapping was owned by a released region of this
         // generation and nothing refers to it; it is unmapped at most once
@@ -66,10 +69,12 @@ pub(crate) fn retry() {
         if let Some((store, off, len)) = s.file {
             store.free(off, len);
         }
-        if s.counted > 0 {
-            budget::release(s.counted);
-        }
+        unlocked += s.counted;
         COUNT.fetch_sub(1, Ordering::Relaxed);
         false
     });
+    drop(list);
+    if unlocked > 0 {
+        budget::release(unlocked);
+    }
 }
