@@ -1,4 +1,5 @@
-//! The memory that backs secrets, and the probe for `memfd_secret`.
+//! The memory that backs secrets: the probe for `memfd_secret` (the
+//! [`Backend`](crate::Backend) enum itself lives in `options.rs`).
 //!
 //! Only "this kernel lacks it" is remembered for the life of the process
 //! (`ENOSYS`, `EINVAL`, or `EPERM`/`EACCES` from a seccomp filter or a
@@ -10,55 +11,6 @@ use std::sync::OnceLock;
 
 use crate::error::Error;
 use crate::mem::sys;
-
-/// The memory that backs secrets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// A range of one process-wide memory file (`memfd_create`), mapped
-    /// shared, locked, do-not-dump, do-not-fork, `PROT_NONE` at rest. Allows
-    /// the copy access path (reads are a kernel copy; the mapping never
-    /// becomes readable). The default.
-    #[default]
-    Memfd,
-    /// Private anonymous memory, locked, do-not-dump, wipe-on-fork,
-    /// `PROT_NONE` at rest; read through an `mprotect` window. Asherah Go's
-    /// design.
-    Anonymous,
-    /// `memfd_secret` (Linux 5.14+): pages removed from the kernel's direct
-    /// map, so not readable through `/proc/<pid>/mem`, by ptrace, or by most
-    /// of the kernel. Locked by the kernel (counted against
-    /// `RLIMIT_MEMLOCK`), do-not-fork, `PROT_NONE` at rest; read through an
-    /// `mprotect` window.
-    MemfdSecret,
-    /// `MemfdSecret` where this kernel allows it, else `Memfd`. Whether the
-    /// kernel allows it is probed until the answer is final (see
-    /// [`memfd_secret_status`]); ask [`Backend::resolve`] which one you get.
-    Auto,
-}
-
-impl Backend {
-    /// The backend this one stands for on this machine (`Auto` resolved).
-    /// While a probe fails for lack of a resource (descriptors exhausted,
-    /// say) `Auto` resolves to `Memfd` for that call only;
-    /// [`ProtectedFactory::new`](crate::ProtectedFactory::new) returns that
-    /// error instead.
-    pub fn resolve(self) -> Backend {
-        self.try_resolve().unwrap_or(Backend::Memfd)
-    }
-
-    /// As [`resolve`](Self::resolve), but a probe that failed for lack of a
-    /// resource is that error.
-    pub(crate) fn try_resolve(self) -> Result<Backend, Error> {
-        match self {
-            Backend::Auto => match memfd_secret_check() {
-                Ok(()) => Ok(Backend::MemfdSecret),
-                Err(Error::Unsupported(_)) => Ok(Backend::Memfd),
-                Err(e) => Err(e),
-            },
-            b => Ok(b),
-        }
-    }
-}
 
 /// Whether `memfd_secret` works in this process: `Ok`, or why not. A final
 /// answer (it works; the kernel lacks it; a filter refuses it) is probed

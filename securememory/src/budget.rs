@@ -15,18 +15,6 @@ static LOCKED: AtomicU64 = AtomicU64::new(0);
 /// Capability number of `CAP_IPC_LOCK` (linux/capability.h).
 const CAP_IPC_LOCK: u32 = 14;
 
-/// What to do when memory cannot be locked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum LockPolicy {
-    /// Refuse with [`Error::LockFailed`] (the default).
-    #[default]
-    Require,
-    /// Keep going with unlocked (swappable) memory, with a `tracing` warning
-    /// and the `secret.unlocked` counter raised each time. An explicit opt-in
-    /// for machines that cannot lock at all; never chosen silently.
-    AllowUnlocked,
-}
-
 /// Bytes the library holds locked right now (in this process: a fork
 /// child starts at zero).
 pub(crate) fn locked_bytes() -> u64 {

@@ -1,4 +1,4 @@
-//! Factories and their options.
+//! Factories: resolve the options (see `options.rs`), hand out secrets.
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -6,101 +6,14 @@ use std::time::Instant;
 
 use zeroize::Zeroize;
 
-use crate::backend::Backend;
-use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
 use crate::mem::copy;
-use crate::mem::pkey::{self, Pkey};
+use crate::mem::pkey::Pkey;
 use crate::mem::region::{BackingKind, Region, RegionSpec};
 use crate::mem::sys;
-use crate::pool_protection::PoolProtection;
-use crate::secret::{AccessPath, Secret, Storage, CANARY_LEN};
+use crate::options::{Backend, CoreDumps, Layout, Options, Resolved};
+use crate::secret::{Secret, Storage, CANARY_LEN};
 use crate::{metrics, pool};
-
-/// How secrets are laid out in memory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Layout {
-    /// Pages of its own for each secret (Asherah Go's `protectedmemory`).
-    #[default]
-    Page,
-    /// Pages of its own between two guard pages, the secret flush against the
-    /// trailing guard and a random canary in front of it, checked at close
-    /// (Asherah Go's memguard-based implementation). On the copy path the
-    /// copy the closure sees is flush against a guard page too, so reading
-    /// one byte past its end faults on either path.
-    Guarded,
-    /// Small secrets (up to [`pool::MAX_SLOT`](crate::POOL_MAX_SLOT) bytes)
-    /// share locked pages, fenced by guard pages; larger ones get pages of
-    /// their own. Needs the memfd backend. Every read is a copy into the
-    /// reader's scratch buffer (a kernel copy, or with
-    /// [`PoolProtection::ProtectionKey`] a user-space copy with the key open
-    /// in that thread for the copy alone), so a secret's page-mates are not
-    /// exposed while it is read.
-    Pooled,
-}
-
-/// Core-dump policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum CoreDumps {
-    /// Leave secrets out of core dumps with `MADV_DONTDUMP` on their pages;
-    /// the rest of the process still dumps (the default).
-    #[default]
-    ExcludeSecrets,
-    /// Also set the process's `RLIMIT_CORE` to zero when the factory is made,
-    /// as Asherah Go does: no core file at all. Process-wide and permanent.
-    DisableForProcess,
-}
-
-/// Options of a [`ProtectedFactory`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct Options {
-    /// The memory that backs secrets.
-    pub backend: Backend,
-    /// One secret per page, guarded, or pooled.
-    pub layout: Layout,
-    /// How accesses reach the bytes.
-    pub access: AccessPath,
-    /// What to do when memory cannot be locked.
-    pub lock: LockPolicy,
-    /// Core-dump policy.
-    pub core_dumps: CoreDumps,
-    /// How pooled secrets are kept unreadable at rest.
-    pub pool_protection: PoolProtection,
-}
-
-impl Options {
-    /// Set the backend.
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
-        self
-    }
-    /// Set the layout.
-    pub fn layout(mut self, layout: Layout) -> Self {
-        self.layout = layout;
-        self
-    }
-    /// Set the access path.
-    pub fn access(mut self, access: AccessPath) -> Self {
-        self.access = access;
-        self
-    }
-    /// Set the lock policy.
-    pub fn lock(mut self, lock: LockPolicy) -> Self {
-        self.lock = lock;
-        self
-    }
-    /// Set the core-dump policy.
-    pub fn core_dumps(mut self, core_dumps: CoreDumps) -> Self {
-        self.core_dumps = core_dumps;
-        self
-    }
-    /// Set how pooled secrets are kept unreadable at rest.
-    pub fn pool_protection(mut self, pool_protection: PoolProtection) -> Self {
-        self.pool_protection = pool_protection;
-        self
-    }
-}
 
 /// Makes [`Secret`]s. Asherah Go's `SecretFactory`.
 pub trait SecretFactory: Send + Sync {
@@ -197,12 +110,12 @@ impl Default for ProtectedFactory {
     fn default() -> Self {
         // The process-wide fork machinery exists before the first secret.
         crate::fork::install();
-        ProtectedFactory {
-            opts: Options::default()
-                .backend(Backend::Memfd)
-                .access(AccessPath::Copy),
-            key: None,
-        }
+        // The default options (memfd backend, no protection key) probe
+        // nothing the kernel may lack, so resolving them cannot fail.
+        let Resolved { opts, key } = Options::default()
+            .resolve()
+            .expect("the default options resolve on every Linux");
+        ProtectedFactory { opts, key }
     }
 }
 
@@ -219,38 +132,7 @@ impl ProtectedFactory {
     /// that error ([`Error::LimitReached`], say); it is not remembered.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
         crate::fork::install();
-        let mut opts = opts;
-        opts.backend = match (opts.backend, opts.layout) {
-            // The pool reads by kernel copy only: memfd.
-            (Backend::Auto, Layout::Pooled) => Backend::Memfd,
-            (b, _) => b.try_resolve()?,
-        };
-        if opts.backend == Backend::MemfdSecret {
-            crate::backend::memfd_secret_check()?;
-        }
-        if opts.layout == Layout::Pooled && opts.backend != Backend::Memfd {
-            return Err(Error::Unsupported(format!(
-                "the pooled layout needs Backend::Memfd, not {:?}",
-                opts.backend
-            )));
-        }
-        opts.access = match (opts.access, opts.backend) {
-            (AccessPath::Auto, Backend::Memfd) => AccessPath::Copy,
-            (AccessPath::Auto, _) => AccessPath::Window,
-            (AccessPath::Copy, Backend::Memfd) => AccessPath::Copy,
-            (AccessPath::Copy, b) => {
-                return Err(Error::Unsupported(format!(
-                    "the copy access path needs Backend::Memfd, not {b:?}"
-                )))
-            }
-            (AccessPath::Window, _) if opts.layout == Layout::Pooled => {
-                return Err(Error::Unsupported(
-                    "pooled secrets are read by the copy path only".into(),
-                ))
-            }
-            (p, _) => p,
-        };
-        let key = resolve_pool_protection(&mut opts)?;
+        let Resolved { opts, key } = opts.resolve()?;
         if opts.core_dumps == CoreDumps::DisableForProcess {
             crate::disable_core_dumps()?;
         }
@@ -336,34 +218,6 @@ impl ProtectedFactory {
             off,
             canary,
         })
-    }
-}
-
-/// Resolve `opts.pool_protection` (`Auto`, and to `ProtNone` for layouts
-/// other than pooled) and return the pool's key if it uses one.
-fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
-    let pooled = opts.layout == Layout::Pooled;
-    match (opts.pool_protection, pooled) {
-        (PoolProtection::ProtectionKey, false) => Err(Error::Unsupported(
-            "PoolProtection::ProtectionKey applies to Layout::Pooled only".into(),
-        )),
-        (PoolProtection::ProtectionKey, true) => pkey::pool_key()
-            .map(Some)
-            .map_err(|why| Error::Unsupported(format!("PoolProtection::ProtectionKey: {why}"))),
-        (PoolProtection::Auto, true) => {
-            let key = pkey::pool_key()
-                .ok()
-                .filter(|_| crate::pool_protection::keys_resist_speculation());
-            opts.pool_protection = match key {
-                Some(_) => PoolProtection::ProtectionKey,
-                None => PoolProtection::ProtNone,
-            };
-            Ok(key)
-        }
-        (_, _) => {
-            opts.pool_protection = PoolProtection::ProtNone;
-            Ok(None)
-        }
     }
 }
 

@@ -37,6 +37,7 @@ mod fork;
 mod limits;
 mod mem;
 mod metrics;
+mod options;
 mod pool;
 mod pool_protection;
 mod reader;
@@ -48,15 +49,15 @@ pub mod system;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 
-pub use backend::{memfd_secret_status, Backend};
-pub use budget::LockPolicy;
+pub use backend::memfd_secret_status;
 pub use error::{Error, MemlockReport, ProcessLimit, Result};
-pub use factory::{CoreDumps, Layout, Options, ProtectedFactory, SecretFactory};
+pub use factory::{ProtectedFactory, SecretFactory};
 pub use metrics::{stats, Stats};
+pub use options::{AccessPath, Backend, CoreDumps, Layout, LockPolicy, Options, PoolProtection};
 pub use pool::MAX_SLOT as POOL_MAX_SLOT;
-pub use pool_protection::{keys_resist_speculation, protection_keys_status, PoolProtection};
+pub use pool_protection::{keys_resist_speculation, protection_keys_status};
 pub use reader::SecretReader;
-pub use secret::{AccessPath, Secret};
+pub use secret::Secret;
 
 /// Set this process's `RLIMIT_CORE` to zero (soft and hard): no core file is
 /// written at all. Process-wide and cannot be undone by an unprivileged

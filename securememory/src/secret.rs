@@ -4,11 +4,11 @@ use std::cell::Cell;
 use std::fmt;
 
 use crate::access::{Drained, Gate, Turn, Window};
-use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
 use crate::mem::copy;
 use crate::mem::region::{Region, RegionWindow};
 use crate::mem::scratch::{self, Placement};
+use crate::options::{AccessPath, LockPolicy};
 use crate::pool::Slot;
 use crate::reader::SecretReader;
 use crate::shield::shield;
@@ -16,27 +16,6 @@ use crate::{fork, metrics};
 
 /// Bytes of the canary written in front of a guarded secret.
 pub(crate) const CANARY_LEN: usize = 16;
-
-/// How an access reaches the bytes. Chosen on the factory
-/// ([`Options::access`](crate::Options)) and reported by
-/// [`Secret::access_path`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum AccessPath {
-    /// The copy path where the backend allows it (memfd), else the window.
-    #[default]
-    Auto,
-    /// The kernel copies the secret (`pread` on the memory file) into a
-    /// per-thread locked, do-not-dump, wipe-on-fork scratch buffer that is
-    /// wiped when the closure returns. The secret's own pages stay
-    /// `PROT_NONE` throughout: no page-table change, no cross-CPU interrupt.
-    /// A secret larger than the scratch buffer
-    /// ([`scratch_capacity`](crate::scratch_capacity)) uses the window instead.
-    Copy,
-    /// The secret's pages are made readable (`mprotect`) while at least one
-    /// access is in flight; overlapping accesses share one window. The
-    /// closure sees the secret in place. Asherah Go's design.
-    Window,
-}
 
 /// Where a secret lives.
 pub(crate) enum Storage {

@@ -1,8 +1,9 @@
 //! What this machine offers and limits, for `securememory doctor` and for
 //! programs that want to check before they start.
 
-use crate::backend::{memfd_secret_status, Backend};
+use crate::backend::memfd_secret_status;
 use crate::mem::sys;
+use crate::options::Backend;
 
 /// A report of the machine's secure-memory facilities.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -36,8 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::pkey::{self, Pkey};
 use super::sys::{self, Advice, Prot};
 use crate::access::{Drained, Entered, Turn, Window};
-use crate::budget::{self, LockPolicy};
+use crate::budget;
 use crate::error::Error;
+use crate::options::LockPolicy;
 use crate::store::{self, Store};
 use crate::{fork, metrics};
 

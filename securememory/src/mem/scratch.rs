@@ -32,9 +32,9 @@ use std::ops::{Deref, DerefMut};
 
 use super::region::{BackingKind, Region, RegionSpec};
 use super::sys::{self, Prot};
-use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
 use crate::fork;
+use crate::options::LockPolicy;
 
 /// Data pages per region. Secrets larger than this take the window path.
 pub(crate) const SCRATCH_PAGES: usize = 2;
