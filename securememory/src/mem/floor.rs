@@ -27,13 +27,13 @@ impl FloorPage {
         let len = sys::page_size();
         let ptr = sys::mmap_anonymous(len, sys::Prot::ReadWrite)?;
         let page = FloorPage { ptr, len };
-        // SAFETY: `ptr` is the fresh read-write page mapped just above, owned
-        // by `page`; nothing else points into it.
-        unsafe {
-            std::ptr::write_bytes(page.ptr, 0xA5, page.len);
-            sys::mlock(page.ptr, page.len)?;
-            page.protect(sys::Prot::None)?;
-        }
+        // SAFETY: `ptr` is the fresh read-write page of `len` bytes mapped
+        // just above, owned by `page`; nothing else points into it.
+        unsafe { std::ptr::write_bytes(page.ptr, 0xA5, page.len) };
+        // SAFETY: the same page, ours; locking it changes no access rights.
+        unsafe { sys::mlock(page.ptr, page.len) }?;
+        // SAFETY: no reference into the page exists (only the raw pointer).
+        unsafe { page.protect(sys::Prot::None) }?;
         Ok(page)
     }
 
@@ -53,8 +53,10 @@ impl FloorPage {
         unsafe { self.protect(sys::Prot::Read) }?;
         let mut out = [0u8; READ_LEN];
         for (i, o) in out.iter_mut().enumerate() {
-            // SAFETY: `i < READ_LEN <= len` and the page is readable now.
-            *o = unsafe { std::ptr::read_volatile(self.ptr.add(i)) };
+            // SAFETY: `i < READ_LEN <= len`: inside the page.
+            let at = unsafe { self.ptr.add(i) };
+            // SAFETY: `at` is inside the page, which is readable now.
+            *o = unsafe { std::ptr::read_volatile(at) };
         }
         std::hint::black_box(out);
         // SAFETY: the volatile reads above are done and no reference was made.

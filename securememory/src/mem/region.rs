@@ -439,10 +439,12 @@ impl Region {
     ) -> &'a [u8] {
         assert!(proof.through_window(), "view needs an open window");
         assert!(off.checked_add(len).is_some_and(|end| end <= self.data_len));
+        // SAFETY: `off + len <= data_len` (asserted above): inside the data pages.
+        let start = unsafe { self.data.add(off) };
         // SAFETY: `proof` is a live window entry of this region's gate, so the
         // pages are readable and stay so until `proof` is dropped, which the
         // lifetime ties the slice to; the range is inside the data pages.
-        unsafe { std::slice::from_raw_parts(self.data.add(off), len) }
+        unsafe { std::slice::from_raw_parts(start, len) }
     }
 
     /// Tag the data pages with protection key `key`: they become read-write
@@ -560,9 +562,11 @@ impl Region {
             return self.copy_out(off, buf);
         }
         self.set_prot(Prot::Read)?;
+        // SAFETY: `off + buf.len() <= data_len` (asserted above).
+        let start = unsafe { self.data.add(off) };
         // SAFETY: just made readable; `_drained` proves no access is in
         // flight, so nothing else changes the protection before `hide`.
-        buf.copy_from_slice(unsafe { std::slice::from_raw_parts(self.data.add(off), buf.len()) });
+        buf.copy_from_slice(unsafe { std::slice::from_raw_parts(start, buf.len()) });
         self.hide()
     }
 
@@ -685,8 +689,10 @@ impl Region {
             self.write_in(off, &[b[0] ^ xor])
         } else {
             self.set_prot(Prot::ReadWrite)?;
+            // SAFETY: test-only; the caller passes an offset inside the data pages.
+            let at = unsafe { self.data.add(off) };
             // SAFETY: just made writable; test-only, no access in flight.
-            unsafe { *self.data.add(off) ^= xor };
+            unsafe { *at ^= xor };
             self.set_prot(Prot::None)
         }
     }
