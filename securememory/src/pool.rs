@@ -148,7 +148,7 @@ impl Slot {
             .region
             .wipe_in(self.offset(), self.chunk.slot_size);
         #[cfg(feature = "test-hooks")]
-        crate::test_hooks::observe_slot_wiped(self);
+        crate::mem::observe::wiped(|| self.snapshot());
         give_back(self.chunk.region.key(), self.class, self.id, self.index);
         wiped
     }

@@ -2,15 +2,9 @@
 //! Never enable this feature in a program that holds real secrets: these
 //! functions can read and damage protected memory.
 
-use std::cell::RefCell;
-
 use crate::secret::{Secret, Storage, CANARY_LEN};
 
 pub use crate::mem::fault::Op as FaultOp;
-
-thread_local! {
-    static WIPED: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
-}
 
 /// Make the `skip`+1-th next call of `op` on this thread fail with `errno`.
 pub fn fail_next(op: FaultOp, skip: u32, errno: i32) {
@@ -54,38 +48,14 @@ pub fn corrupt_canary(s: &Secret) -> crate::Result<()> {
 /// The bytes of the last region or slot released on this thread, read
 /// after the wipe and before the unmap; `None` if none since the last call.
 pub fn take_last_wiped() -> Option<Vec<u8>> {
-    WIPED.with(|w| w.borrow_mut().take())
-}
-
-thread_local! {
-    static OBSERVE_WIPES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    crate::mem::observe::take_wiped()
 }
 
 /// Whether releases on this thread record what [`take_last_wiped`] returns
 /// (on by default). The record is a heap copy: tests that count the
 /// library's allocations turn it off.
 pub fn observe_wipes(on: bool) {
-    OBSERVE_WIPES.with(|o| o.set(on));
-}
-
-fn observing() -> bool {
-    OBSERVE_WIPES.try_with(|o| o.get()).unwrap_or(true)
-}
-
-pub(crate) fn observe_wiped(region: &crate::mem::region::Region) {
-    if !observing() {
-        return;
-    }
-    let bytes = region.snapshot();
-    let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
-}
-
-pub(crate) fn observe_slot_wiped(slot: &crate::pool::Slot) {
-    if !observing() {
-        return;
-    }
-    let bytes = slot.snapshot();
-    let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
+    crate::mem::observe::set_enabled(on);
 }
 
 /// The raw descriptor of the process-wide memory file, if open.

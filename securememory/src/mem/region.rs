@@ -620,7 +620,7 @@ impl Region {
                 }),
             };
             #[cfg(feature = "test-hooks")]
-            crate::test_hooks::observe_wiped(self);
+            super::observe::wiped(|| self.snapshot());
             // munmap also unlocks, so no separate munlock call is made.
             // SAFETY: the whole mapping is ours and no reference into it remains.
             if let Err(e) = unsafe { sys::munmap(self.base, self.total) } {
