@@ -9,7 +9,7 @@ use zeroize::Zeroize;
 use crate::error::{Error, Result};
 use crate::mem::copy;
 use crate::mem::pkey::Pkey;
-use crate::mem::region::{BackingKind, Region, RegionSpec};
+use crate::mem::region::{BackingKind, Region, RegionSpec, MAX_SECRET_LEN};
 use crate::mem::sys;
 use crate::options::{Backend, CoreDumps, Layout, Options, Resolved};
 use crate::secret::{Secret, Storage, CANARY_LEN};
@@ -151,7 +151,7 @@ impl ProtectedFactory {
                 reason: "a secret needs at least one byte",
             });
         }
-        if len > isize::MAX as usize / 4 {
+        if len > MAX_SECRET_LEN {
             return Err(Error::InvalidSize {
                 size: len,
                 reason: "too large to map",

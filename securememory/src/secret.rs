@@ -17,6 +17,15 @@ use crate::{fork, metrics};
 /// Bytes of the canary written in front of a guarded secret.
 pub(crate) const CANARY_LEN: usize = 16;
 
+/// Where a copy-path access puts the bytes (see `Secret::copies`).
+#[derive(Clone, Copy)]
+enum Through {
+    /// This thread's scratch buffer, for the closure of `with_bytes`.
+    Scratch,
+    /// The caller's buffer (`read_at`, the reader's primitive).
+    CallersBuffer,
+}
+
 /// Where a secret lives.
 pub(crate) enum Storage {
     /// Pages of its own; the secret at `off` in the data pages.
@@ -225,10 +234,23 @@ impl Secret {
             return Err(Error::Forked);
         }
         let _active = Active::push(&self.gate)?;
-        if self.path == AccessPath::Copy && self.len <= scratch::capacity() {
+        if self.copies(Through::Scratch) {
             return self.with_copy(action);
         }
         self.with_window(action)
+    }
+
+    /// Copy, else window: the one place that decides how an access reaches
+    /// the bytes. The copy path copies; through this thread's scratch it
+    /// needs the secret to fit there (a larger one takes the window), into
+    /// the caller's own buffer it always can.
+    #[inline]
+    fn copies(&self, to: Through) -> bool {
+        self.path == AccessPath::Copy
+            && match to {
+                Through::Scratch => self.len <= scratch::capacity(),
+                Through::CallersBuffer => true,
+            }
     }
 
     /// The copy path: the kernel copies the secret into a reservation of
@@ -308,7 +330,7 @@ impl Secret {
             return Ok(0);
         }
         let dst = &mut buf[..n];
-        if self.path == AccessPath::Copy {
+        if self.copies(Through::CallersBuffer) {
             // The caller's buffer is the destination: no scratch, no window.
             let w = self.window();
             let entered = self.gate.enter(&w)?;

@@ -115,6 +115,14 @@ fn memfd_secret_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
     }
 }
 
+/// The largest data pages a region maps: half of what a pointer offset may
+/// span, so adding the two guard pages can never overflow.
+pub(crate) const MAX_DATA_LEN: usize = isize::MAX as usize / 2;
+
+/// The largest secret the factory accepts (`isize::MAX / 4`): half of
+/// [`MAX_DATA_LEN`], so the canary and the rounding to whole pages always fit.
+pub(crate) const MAX_SECRET_LEN: usize = MAX_DATA_LEN / 2;
+
 fn advise_err(advice: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::AdviseFailed { advice, source }
 }
@@ -128,7 +136,7 @@ impl Region {
         fill: impl FnOnce(&mut [u8]) -> Result<(), Error>,
     ) -> Result<Region, Error> {
         let data_len = match round_to_pages(spec.len) {
-            Some(n) if n > 0 && n <= isize::MAX as usize / 2 => n,
+            Some(n) if n > 0 && n <= MAX_DATA_LEN => n,
             _ => {
                 return Err(Error::InvalidSize {
                     size: spec.len,
