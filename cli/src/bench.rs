@@ -30,7 +30,7 @@ use securememory::SecretFactory;
 
 pub use capacity::{capacity_child, CapacityArgs, ChildError};
 
-use capacity::{CapLayout, CapacityError};
+use capacity::{CapacityError, CapacityLayout};
 use check::CheckError;
 use impls::FactoryError;
 use measure::{Plan, Samples};
@@ -123,10 +123,10 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     }
 
     pb.set_message("capacity: pooled 32-byte secrets without CAP_IPC_LOCK");
-    let pooled = capacity::measure(CapLayout::Pooled, capacity::MAX_HELD)?;
+    let pooled = capacity::measure(CapacityLayout::Pooled, capacity::MAX_HELD)?;
     pb.inc(1);
     pb.set_message("capacity: one-page 32-byte secrets without CAP_IPC_LOCK");
-    let page = capacity::measure(CapLayout::Page, capacity::MAX_HELD)?;
+    let page = capacity::measure(CapacityLayout::Page, capacity::MAX_HELD)?;
     pb.inc(1);
     pb.finish_and_clear();
 

@@ -149,7 +149,7 @@ fn enter_child() -> u64 {
     let now = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
     // Creators and forkers counted in the parent are not in this process.
     FENCE.store(0, Ordering::Release);
-    crate::store::close_in_fork_child(now);
+    crate::memfile::close_in_fork_child(now);
     crate::budget::reset_in_fork_child();
     now
 }

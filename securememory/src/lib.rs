@@ -44,6 +44,7 @@ mod fork;
 mod limits;
 #[allow(unsafe_code)]
 mod mem;
+mod memfile;
 mod metrics;
 mod options;
 mod pool;
@@ -51,7 +52,6 @@ mod pool_protection;
 mod reader;
 mod secret;
 mod shield;
-mod store;
 mod sync;
 pub mod system;
 #[cfg(feature = "test-hooks")]

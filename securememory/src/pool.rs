@@ -30,9 +30,9 @@ use crate::factory::Source;
 use crate::mem::pkey::Pkey;
 use crate::mem::region::{BackingKind, Region, RegionSpec};
 use crate::mem::{scratch, sys};
+use crate::memfile::GENERATIONS;
 use crate::metrics;
 use crate::options::LockPolicy;
-use crate::store::GENERATIONS;
 
 /// The largest secret the pool holds; larger ones get pages of their own.
 pub const MAX_SLOT: usize = 1024;

@@ -4,16 +4,16 @@
 
 use crate::secret::{Secret, Storage, CANARY_LEN};
 
-pub use crate::mem::fault::Op as FaultOp;
+pub use crate::mem::inject::Op as FaultOp;
 
 /// Make the `skip`+1-th next call of `op` on this thread fail with `errno`.
 pub fn fail_next(op: FaultOp, skip: u32, errno: i32) {
-    crate::mem::fault::fail(op, skip, errno);
+    crate::mem::inject::fail(op, skip, errno);
 }
 
 /// Cancel a planned failure on this thread.
 pub fn clear_faults() {
-    crate::mem::fault::clear();
+    crate::mem::inject::clear();
 }
 
 /// Address of the secret's first byte in its protected mapping.
@@ -60,7 +60,7 @@ pub fn observe_wipes(on: bool) {
 
 /// The raw descriptor of the process-wide memory file, if open.
 pub fn store_fd() -> Option<std::os::fd::RawFd> {
-    crate::store::raw_fd_for_tests()
+    crate::memfile::raw_fd_for_tests()
 }
 
 /// Run `f` right after every copy of secret bytes the library makes in user

@@ -24,19 +24,19 @@ const AT_REST_SAMPLE: usize = 200;
 /// Which layout the child fills memory with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CapLayout {
+pub enum CapacityLayout {
     /// `Layout::Pooled`: slots in shared locked pages.
     Pooled,
     /// `Layout::Page`: one locked page per secret (Asherah Go's design).
     Page,
 }
 
-impl CapLayout {
+impl CapacityLayout {
     /// The name on the command line and in the table.
     pub fn arg(self) -> &'static str {
         match self {
-            CapLayout::Pooled => "pooled",
-            CapLayout::Page => "page",
+            CapacityLayout::Pooled => "pooled",
+            CapacityLayout::Page => "page",
         }
     }
 }
@@ -46,7 +46,7 @@ impl CapLayout {
 pub struct CapacityArgs {
     /// The layout of the secrets.
     #[arg(long, value_enum)]
-    pub layout: CapLayout,
+    pub layout: CapacityLayout,
     /// Stop after holding this many.
     #[arg(long, default_value_t = MAX_HELD)]
     pub max: u64,
@@ -55,7 +55,7 @@ pub struct CapacityArgs {
 /// What the child found.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Capacity {
-    pub layout: CapLayout,
+    pub layout: CapacityLayout,
     /// Secrets held at once (each verified readable with its own bytes).
     pub held: u64,
     /// Secrets checked not readable at rest.
@@ -143,8 +143,8 @@ pub fn capacity_child(args: CapacityArgs) -> Result<(), ChildError> {
         return Err(ChildError::LibrarySeesCap);
     }
     let layout = match args.layout {
-        CapLayout::Pooled => Layout::Pooled,
-        CapLayout::Page => Layout::Page,
+        CapacityLayout::Pooled => Layout::Pooled,
+        CapacityLayout::Page => Layout::Page,
     };
     let factory = ProtectedFactory::new(Options::default().layout(layout))?;
     let started = Instant::now();
@@ -199,7 +199,7 @@ pub fn capacity_child(args: CapacityArgs) -> Result<(), ChildError> {
 }
 
 /// The parent: run the child for `layout` and read its result.
-pub fn measure(layout: CapLayout, max: u64) -> Result<Capacity, CapacityError> {
+pub fn measure(layout: CapacityLayout, max: u64) -> Result<Capacity, CapacityError> {
     let exe = std::env::current_exe().map_err(CapacityError::Exe)?;
     let out = Command::new(exe)
         .args([

@@ -1,10 +1,10 @@
 //! The lowest layer: the only code with `unsafe`. System calls (`sys`),
 //! the copy and wipe of secret bytes (`copy`), owned mappings (`region`), memory protection keys (`pkey`), the per-thread scratch buffer (`scratch`), the fork sentinel (`sentinel`),
-//! the benchmark's kernel floor (`floor`), fault injection for tests (`fault`) and the record of what was wiped, read by the test hooks (`observe`).
+//! the benchmark's kernel floor (`floor`), fault injection for tests (`inject`) and the record of what was wiped, read by the test hooks (`observe`).
 
 pub(crate) mod copy;
-pub(crate) mod fault;
 pub(crate) mod floor;
+pub(crate) mod inject;
 #[cfg(feature = "test-hooks")]
 pub(crate) mod observe;
 pub(crate) mod pkey;

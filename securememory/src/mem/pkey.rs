@@ -25,7 +25,7 @@ use std::io;
 use std::sync::OnceLock;
 
 use super::copy;
-use super::fault::{self, Op};
+use super::inject::{self, Op};
 
 /// An allocated protection key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +122,7 @@ fn alloc() -> Result<Pkey, String> {
 /// # References
 /// - pkey_mprotect(2)
 pub(crate) unsafe fn protect_with(addr: *mut u8, len: usize, key: Pkey) -> io::Result<()> {
-    fault::check(Op::PkeyMprotect)?;
+    inject::check(Op::PkeyMprotect)?;
     // SAFETY: changes protection of a range the caller owns; no reference
     // into it exists yet (the pages were PROT_NONE).
     let r = unsafe {

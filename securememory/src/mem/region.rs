@@ -21,7 +21,7 @@
 //!
 //! Backing memory:
 //! - `Anonymous`: a private anonymous mapping, `MADV_WIPEONFORK`.
-//! - `Memfd`: a range of the process-wide memory file (`store`), mapped
+//! - `Memfd`: a range of the process-wide memory file (`memfile`), mapped
 //!   shared, `MADV_DONTFORK`. Reads go through `pread` on the file.
 //!   A pool chunk may instead be tagged with a protection key
 //!   ([`Region::tag_with_key`]): read-write in the page tables, closed to
@@ -38,8 +38,8 @@ use super::sys::{self, Advice, Prot};
 use crate::access::{Drained, Entered, Turn, Window};
 use crate::budget;
 use crate::error::Error;
+use crate::memfile::{self, MemoryFile};
 use crate::options::LockPolicy;
-use crate::store::{self, Store};
 use crate::{fork, metrics};
 
 /// Which memory backs a region.
@@ -68,7 +68,7 @@ pub(crate) struct Region {
     data_len: usize,
     backing: BackingKind,
     /// The memory file and the offset of the data pages in it (`Memfd` only).
-    store: Option<&'static Store>,
+    file: Option<&'static MemoryFile>,
     file_off: u64,
     /// Bytes counted in the locked-memory budget.
     counted: u64,
@@ -172,7 +172,7 @@ impl Region {
             data: std::ptr::null_mut(),
             data_len,
             backing: spec.backing,
-            store: None,
+            file: None,
             file_off: 0,
             counted,
             fork_gen,
@@ -260,10 +260,10 @@ impl Region {
                 }
             }
             BackingKind::Memfd => {
-                let store = store::current()?;
-                self.file_off = store.alloc(data_len as u64)?;
-                self.store = Some(store);
-                let fd = store.fd()?;
+                let file = memfile::current()?;
+                self.file_off = file.alloc(data_len as u64)?;
+                self.file = Some(file);
+                let fd = file.fd()?;
                 let at = guard.then_some(self.data);
                 // From the shared mapping to its `MADV_DONTFORK`, no fork
                 // (that runs at-fork handlers) may copy it: a child would
@@ -391,9 +391,9 @@ impl Region {
     }
 
     #[inline]
-    fn store_fd(&self) -> Result<std::os::fd::RawFd, Error> {
-        match self.store {
-            Some(store) => store.fd(),
+    fn file_fd(&self) -> Result<std::os::fd::RawFd, Error> {
+        match self.file {
+            Some(file) => file.fd(),
             None => Err(Error::Unsupported("not backed by the memory file".into())),
         }
     }
@@ -502,7 +502,7 @@ impl Region {
             unsafe { pkey::copy_out(key, at, buf) };
             return Ok(());
         }
-        let fd = self.store_fd()?;
+        let fd = self.file_fd()?;
         sys::pread_exact(fd, buf, self.file_off + off as u64).map_err(Error::AccessFailed)
     }
 
@@ -514,7 +514,7 @@ impl Region {
             unsafe { pkey::copy_in(key, at, bytes) };
             return Ok(());
         }
-        let fd = self.store_fd()?;
+        let fd = self.file_fd()?;
         sys::pwrite_all(fd, bytes, self.file_off + off as u64).map_err(Error::AccessFailed)
     }
 
@@ -530,7 +530,7 @@ impl Region {
             e => e,
         });
         if r.is_err() {
-            if let Ok(fd) = self.store_fd() {
+            if let Ok(fd) = self.file_fd() {
                 let _ = sys::punch_hole(fd, self.file_off + off as u64, len as u64);
             }
         }
@@ -620,7 +620,7 @@ impl Region {
         }
         if !self.base.is_null() {
             wiped = match self.backing {
-                BackingKind::Memfd if self.store.is_some() => self.wipe_in(0, self.data_len),
+                BackingKind::Memfd if self.file.is_some() => self.wipe_in(0, self.data_len),
                 _ => self.set_prot(Prot::ReadWrite).map(|()| {
                     // SAFETY: the pages were just made writable, and the
                     // caller's proof (see `release`) says no access is in flight.
@@ -636,8 +636,8 @@ impl Region {
             }
         }
         // Also when mapping the range failed: nothing was written to it.
-        if let Some(store) = self.store {
-            store.free(self.file_off, self.data_len as u64);
+        if let Some(file) = self.file {
+            file.free(self.file_off, self.data_len as u64);
         }
         if self.counted > 0 {
             budget::release(self.counted);
@@ -665,8 +665,8 @@ impl Region {
             total: self.total,
             counted: self.counted,
             file: self
-                .store
-                .map(|store| (store, self.file_off, self.data_len as u64)),
+                .file
+                .map(|file| (file, self.file_off, self.data_len as u64)),
         });
         let err = crate::limits::unmap_error(self.total, e);
         crate::shield::shield(

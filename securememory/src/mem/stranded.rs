@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use super::sys;
 use crate::budget;
-use crate::store::{Store, GENERATIONS};
+use crate::memfile::{MemoryFile, GENERATIONS};
 
 /// One mapping the kernel would not unmap.
 pub(crate) struct Stranded {
@@ -20,7 +20,7 @@ pub(crate) struct Stranded {
     /// Bytes counted in the budget for it.
     pub counted: u64,
     /// Its range of the memory file (offset, length), if any.
-    pub file: Option<(&'static Store, u64, u64)>,
+    pub file: Option<(&'static MemoryFile, u64, u64)>,
 }
 
 // SAFETY: the pointer names a mapping no one else refers to any more (its
@@ -66,8 +66,8 @@ pub(crate) fn retry() {
         if unsafe { sys::munmap(s.base, s.total) }.is_err() {
             return true;
         }
-        if let Some((store, off, len)) = s.file {
-            store.free(off, len);
+        if let Some((file, off, len)) = s.file {
+            file.free(off, len);
         }
         unlocked += s.counted;
         COUNT.fetch_sub(1, Ordering::Relaxed);

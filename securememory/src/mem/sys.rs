@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
-use super::fault::{self, Op};
+use super::inject::{self, Op};
 
 /// `PROT_*` values the library uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub(crate) fn physical_memory() -> Option<u64> {
 /// # References
 /// - mmap(2)
 pub(crate) fn mmap_anonymous(len: usize, prot: Prot) -> io::Result<*mut u8> {
-    fault::check(Op::Mmap)?;
+    inject::check(Op::Mmap)?;
     // SAFETY: a NULL hint without MAP_FIXED lets the kernel choose an unused
     // range, so no existing mapping can be replaced.
     let p = unsafe {
@@ -135,7 +135,7 @@ pub(crate) unsafe fn mmap_shared_locked(
     fd: RawFd,
     offset: u64,
 ) -> Result<*mut u8, LockedMapError> {
-    fault::check(Op::Mlock).map_err(LockedMapError::Lock)?;
+    inject::check(Op::Mlock).map_err(LockedMapError::Lock)?;
     // SAFETY: forwarded to the caller.
     unsafe {
         mmap_shared_flags(
@@ -161,7 +161,7 @@ unsafe fn mmap_shared_flags(
     offset: u64,
     extra: libc::c_int,
 ) -> io::Result<*mut u8> {
-    fault::check(Op::Mmap)?;
+    inject::check(Op::Mmap)?;
     let (hint, fixed) = match at {
         Some(p) => (p.cast(), libc::MAP_FIXED | extra),
         None => (std::ptr::null_mut(), extra),
@@ -209,7 +209,7 @@ pub(crate) unsafe fn munmap(addr: *mut u8, len: usize) -> io::Result<()> {
 /// # References
 /// - mprotect(2)
 pub(crate) unsafe fn mprotect(addr: *mut u8, len: usize, prot: Prot) -> io::Result<()> {
-    fault::check(match prot {
+    inject::check(match prot {
         Prot::None => Op::ProtectNone,
         _ => Op::ProtectRead,
     })?;
@@ -229,7 +229,7 @@ pub(crate) unsafe fn mprotect(addr: *mut u8, len: usize, prot: Prot) -> io::Resu
 /// # References
 /// - mlock(2)
 pub(crate) unsafe fn mlock(addr: *mut u8, len: usize) -> io::Result<()> {
-    fault::check(Op::Mlock)?;
+    inject::check(Op::Mlock)?;
     // SAFETY: mlock only changes page residency of a range the caller owns.
     if unsafe { libc::mlock(addr.cast(), len) } == 0 {
         Ok(())
@@ -257,7 +257,7 @@ pub(crate) enum Advice {
 /// # References
 /// - madvise(2): `MADV_DONTDUMP`, `MADV_WIPEONFORK`, `MADV_DONTFORK`
 pub(crate) unsafe fn madvise(addr: *mut u8, len: usize, advice: Advice) -> io::Result<()> {
-    fault::check(Op::Madvise)?;
+    inject::check(Op::Madvise)?;
     let a = match advice {
         Advice::DontDump => libc::MADV_DONTDUMP,
         Advice::WipeOnFork => libc::MADV_WIPEONFORK,
@@ -276,7 +276,7 @@ pub(crate) unsafe fn madvise(addr: *mut u8, len: usize, advice: Advice) -> io::R
 /// # References
 /// - memfd_create(2)
 pub(crate) fn memfd_create(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
-    fault::check(Op::MemfdCreate)?;
+    inject::check(Op::MemfdCreate)?;
     // SAFETY: `name` is a valid NUL-terminated string.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -293,7 +293,7 @@ pub(crate) fn memfd_create(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
 /// # References
 /// - memfd_secret(2) (Linux 5.14+)
 pub(crate) fn memfd_secret() -> io::Result<OwnedFd> {
-    fault::check(Op::MemfdSecret)?;
+    inject::check(Op::MemfdSecret)?;
     // SAFETY: memfd_secret takes only a flags word.
     let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC as libc::c_ulong) };
     if fd < 0 {
@@ -323,7 +323,7 @@ pub(crate) fn try_memfd_secret_page() -> Result<(), (&'static str, io::Error)> {
 /// # References
 /// - ftruncate(2)
 pub(crate) fn ftruncate(fd: &impl AsRawFd, len: u64) -> io::Result<()> {
-    fault::check(Op::Ftruncate)?;
+    inject::check(Op::Ftruncate)?;
     // SAFETY: no memory is passed to the kernel.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } == 0 {
         Ok(())
@@ -372,7 +372,7 @@ pub(crate) fn read_exact_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()
 /// - pread(2)
 #[inline]
 pub(crate) fn pread_exact(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    fault::check(Op::Pread)?;
+    inject::check(Op::Pread)?;
     std::os::unix::fs::FileExt::read_exact_at(&*borrowed_file(fd), buf, offset)
 }
 
@@ -382,7 +382,7 @@ pub(crate) fn pread_exact(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<
 /// - pwrite(2)
 #[inline]
 pub(crate) fn pwrite_all(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
-    fault::check(Op::Pwrite)?;
+    inject::check(Op::Pwrite)?;
     std::os::unix::fs::FileExt::write_all_at(&*borrowed_file(fd), buf, offset)
 }
 
@@ -436,7 +436,7 @@ pub(crate) fn close_raw(fd: RawFd) {
 /// # References
 /// - getrandom(2)
 pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {
-    fault::check(Op::Random)?;
+    inject::check(Op::Random)?;
     getrandom::fill(buf).map_err(|e| match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
         None => io::Error::other(e.to_string()),

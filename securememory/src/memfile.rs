@@ -18,7 +18,7 @@
 //!   code could use it: Linux has no close-on-fork).
 //!
 //! A fork child that makes secrets of its own gets a memory file of its own:
-//! there is one store per fork generation (the depth of the fork chain), each
+//! there is one memory file per fork generation (the depth of the fork chain), each
 //! in a slot the parent never touched, so no lock or state copied mid-flight
 //! from the parent's threads is ever used in the child.
 
@@ -37,11 +37,11 @@ const GROW_BY: u64 = 16 << 20;
 /// bytes; past it, freed pages are punched out and go back to the system.
 /// Reuse skips a page allocation and a `fallocate` per secret.
 const KEEP_FREED: u64 = 1 << 20;
-/// Fork generations (depth of the fork chain) that can have a store.
+/// Fork generations (depth of the fork chain) that can have a memory file.
 pub(crate) const GENERATIONS: usize = 16;
 
 /// One memory file and the allocator of its pages.
-pub(crate) struct Store {
+pub(crate) struct MemoryFile {
     /// The descriptor, or -1 once closed in a fork child.
     fd: AtomicI32,
     /// The file's (device, inode): a fork child closes the descriptor only
@@ -51,7 +51,7 @@ pub(crate) struct Store {
     alloc: Mutex<PageAlloc>,
 }
 
-static STORES: [OnceLock<Store>; GENERATIONS] = [const { OnceLock::new() }; GENERATIONS];
+static FILES: [OnceLock<MemoryFile>; GENERATIONS] = [const { OnceLock::new() }; GENERATIONS];
 
 #[derive(Default)]
 struct PageAlloc {
@@ -69,21 +69,21 @@ struct PageAlloc {
     punched: HashMap<u64, Vec<u64>>,
 }
 
-fn open() -> Result<Store, String> {
+fn open() -> Result<MemoryFile, String> {
     let fd = sys::memfd_create(c"securememory").map_err(|e| format!("memfd_create: {e}"))?;
     sys::fchmod_none(fd.as_raw_fd()).map_err(|e| format!("fchmod: {e}"))?;
-    Ok(Store {
+    Ok(MemoryFile {
         id: sys::file_id(fd.as_raw_fd()),
         fd: AtomicI32::new(fd.into_raw_fd()),
         alloc: Mutex::new(PageAlloc::default()),
     })
 }
 
-/// The store of this process (of this fork generation), made on first use.
-pub(crate) fn current() -> Result<&'static Store, Error> {
+/// The memory file of this process (of this fork generation), made on first use.
+pub(crate) fn current() -> Result<&'static MemoryFile, Error> {
     fork::install();
     let generation = fork::generation() as usize;
-    let slot = STORES.get(generation).ok_or_else(|| {
+    let slot = FILES.get(generation).ok_or_else(|| {
         Error::Unsupported(format!(
             "memfd backend: fork chain deeper than {GENERATIONS} processes"
         ))
@@ -103,7 +103,7 @@ pub(crate) fn current() -> Result<&'static Store, Error> {
     Ok(slot.get().expect("set just above"))
 }
 
-impl Drop for Store {
+impl Drop for MemoryFile {
     fn drop(&mut self) {
         let fd = self.fd.swap(-1, Ordering::AcqRel);
         if fd >= 0 {
@@ -112,7 +112,7 @@ impl Drop for Store {
     }
 }
 
-impl Store {
+impl MemoryFile {
     /// The descriptor, or `Forked` once closed in a fork child.
     #[inline]
     pub(crate) fn fd(&self) -> Result<RawFd, Error> {
@@ -172,7 +172,7 @@ impl Store {
 /// cannot read the parent's secrets through them. Only atomic loads, swaps
 /// and `close`: async-signal-safe.
 pub(crate) fn close_in_fork_child(new_generation: u64) {
-    for slot in STORES.iter().take(new_generation as usize) {
+    for slot in FILES.iter().take(new_generation as usize) {
         if let Some(store) = slot.get() {
             let fd = store.fd.swap(-1, Ordering::AcqRel);
             // Unknown identity: close all the same (the secrets come first).
@@ -183,10 +183,10 @@ pub(crate) fn close_in_fork_child(new_generation: u64) {
     }
 }
 
-/// The current store's descriptor, if open (test hook).
+/// The current memory file's descriptor, if open (test hook).
 #[cfg(feature = "test-hooks")]
 pub(crate) fn raw_fd_for_tests() -> Option<RawFd> {
-    let slot = STORES.get(fork::generation() as usize)?;
+    let slot = FILES.get(fork::generation() as usize)?;
     slot.get().and_then(|store| store.fd().ok())
 }
 
