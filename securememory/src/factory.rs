@@ -7,12 +7,12 @@ use std::time::Instant;
 use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
-use crate::mem::copy;
 use crate::mem::pkey::Pkey;
 use crate::mem::region::{BackingKind, Region, RegionSpec, MAX_SECRET_LEN};
 use crate::mem::sys;
 use crate::options::{Backend, CoreDumps, Layout, Options, Resolved};
 use crate::secret::{Secret, Storage, CANARY_LEN};
+use crate::source::Source;
 use crate::{metrics, pool};
 
 /// Makes [`Secret`]s. Asherah Go's `SecretFactory`.
@@ -59,33 +59,6 @@ pub trait SecretFactory: Send + Sync {
     #[allow(clippy::wrong_self_convention)]
     fn from_stdin(&self, len: usize) -> Result<Secret> {
         self.from_fd(std::io::stdin().as_fd(), len)
-    }
-}
-
-/// Where the bytes of a new secret come from.
-pub(crate) enum Source<'a> {
-    Bytes(&'a [u8]),
-    Random,
-    Reader(&'a mut dyn Read),
-    /// read(2) on a descriptor: no buffer in between.
-    Fd(BorrowedFd<'a>),
-}
-
-impl Source<'_> {
-    /// Write exactly `dst.len()` bytes into `dst` (protected memory: a new
-    /// secret's pages or locked scratch). Every source but `Bytes` is a
-    /// kernel copy (or the reader's own); `Bytes` is copied with no vector
-    /// register and no `memcpy` (see [`copy`]).
-    pub(crate) fn fill(&mut self, dst: &mut [u8]) -> Result<()> {
-        match self {
-            Source::Bytes(b) => {
-                copy::copy(dst, b);
-                Ok(())
-            }
-            Source::Random => sys::fill_random(dst).map_err(Error::RandomFailed),
-            Source::Reader(r) => r.read_exact(dst).map_err(Error::ReadFailed),
-            Source::Fd(fd) => sys::read_exact_fd(*fd, dst).map_err(Error::ReadFailed),
-        }
     }
 }
 

@@ -52,6 +52,7 @@ mod pool_protection;
 mod reader;
 mod secret;
 mod shield;
+mod source;
 mod sync;
 pub mod system;
 #[cfg(feature = "test-hooks")]

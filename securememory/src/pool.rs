@@ -26,13 +26,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::factory::Source;
 use crate::mem::pkey::Pkey;
 use crate::mem::region::{BackingKind, Region, RegionSpec};
 use crate::mem::{scratch, sys};
 use crate::memfile::GENERATIONS;
 use crate::metrics;
 use crate::options::LockPolicy;
+use crate::source::Source;
 
 /// The largest secret the pool holds; larger ones get pages of their own.
 pub const MAX_SLOT: usize = 1024;
