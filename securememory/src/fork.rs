@@ -149,6 +149,9 @@ fn enter_child() -> u64 {
     let now = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
     // Creators and forkers counted in the parent are not in this process.
     FENCE.store(0, Ordering::Release);
+    // The one import loop kept on purpose (memfile also asks fork for the
+    // generation): this handler may not lock or allocate, so it closes the
+    // memory file's descriptors itself instead of leaving it to a layer above.
     crate::memfile::close_in_fork_child(now);
     crate::budget::reset_in_fork_child();
     now

@@ -168,9 +168,11 @@ impl MemoryFile {
 }
 
 /// Called once in a fork child (at-fork handler or first library call):
-/// close the descriptors of the stores of earlier generations so the child
-/// cannot read the parent's secrets through them. Only atomic loads, swaps
-/// and `close`: async-signal-safe.
+/// close the descriptors of the memory files of earlier generations so the
+/// child cannot read the parent's secrets through them. Only atomic loads,
+/// swaps and `close`: async-signal-safe, which is why `fork` calls this
+/// directly while this file asks `fork` for the generation (the one
+/// justified import loop; see ARCHITECTURE.md).
 pub(crate) fn close_in_fork_child(new_generation: u64) {
     for slot in FILES.iter().take(new_generation as usize) {
         if let Some(store) = slot.get() {
