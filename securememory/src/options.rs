@@ -319,3 +319,23 @@ fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ProtectedFactory::default` relies on this: the default options
+    /// resolve with no probe that could fail, to what `default` always gave
+    /// (memfd, copy path, no protection key).
+    #[test]
+    fn default_options_resolve_to_memfd_copy_without_a_key() {
+        let Resolved { opts, key } = Options::default().resolve().unwrap();
+        assert_eq!(opts.backend, Backend::Memfd);
+        assert_eq!(opts.access, AccessPath::Copy);
+        assert_eq!(opts.layout, Layout::Page);
+        assert_eq!(opts.pool_protection, PoolProtection::ProtNone);
+        assert_eq!(opts.lock, LockPolicy::Require);
+        assert_eq!(opts.core_dumps, CoreDumps::ExcludeSecrets);
+        assert!(key.is_none());
+    }
+}
