@@ -6,7 +6,7 @@
 //! A refusal for lack of a resource (descriptors, mappings, address space,
 //! the memlock limit) is reported as itself and the next call probes again.
 
-use std::sync::OnceLock;
+use crate::mem::once::ForkSafeOnce;
 
 use crate::error::Error;
 use crate::mem::sys;
@@ -74,7 +74,7 @@ pub fn memfd_secret_status() -> Result<(), String> {
 /// [`memfd_secret_status`] as a typed error: [`Error::Unsupported`] when the
 /// kernel lacks it (remembered), else the resource error (not remembered).
 pub(crate) fn memfd_secret_check() -> Result<(), Error> {
-    static FINAL: OnceLock<Result<(), String>> = OnceLock::new();
+    static FINAL: ForkSafeOnce<Result<(), String>> = ForkSafeOnce::new();
     if let Some(status) = FINAL.get() {
         return status.clone().map_err(Error::Unsupported);
     }

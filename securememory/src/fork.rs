@@ -22,14 +22,20 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Once;
 
 use crate::mem::{sentinel, sys};
 
 /// The generation: 0 in the process that first used the library, one more
 /// per fork below it. The armed sentinel holds `generation + 1`.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
-static INSTALL: Once = Once::new();
+/// The one-time install: `NOT_INSTALLED`, `INSTALLED`, or the pid of the
+/// process whose thread is installing. Not a `std::sync::Once`: a fork taken
+/// while another thread installs copies a `Once` that no thread of the child
+/// will ever finish, and the child's first call would wait forever. A pid
+/// that is not ours says the install was copied mid-flight: take it over.
+static INSTALL: AtomicU64 = AtomicU64::new(NOT_INSTALLED);
+const NOT_INSTALLED: u64 = 0;
+const INSTALLED: u64 = u64::MAX;
 /// The sentinel word (or the cached pid) while a child's work runs.
 const BUSY: u64 = u64::MAX;
 
@@ -55,7 +61,42 @@ thread_local! {
 /// Register the at-fork handlers and make the sentinel, once per process.
 /// Called before the first secret (or memory file) exists.
 pub(crate) fn install() {
-    INSTALL.call_once(|| {
+    if INSTALL.load(Ordering::Acquire) == INSTALLED {
+        return;
+    }
+    install_slow();
+}
+
+#[cold]
+fn install_slow() {
+    let me = sys::getpid();
+    loop {
+        let seen = INSTALL.load(Ordering::Acquire);
+        if seen == INSTALLED {
+            return;
+        }
+        if seen == me {
+            // Another thread of this process is installing.
+            sys::yield_now();
+            continue;
+        }
+        // Not started, or copied mid-install from a fork parent (no thread
+        // here runs it): ours to do. Redoing a step is harmless (the
+        // sentinel keeps a published word; a second set of handlers only
+        // announces each fork twice).
+        if INSTALL
+            .compare_exchange(seen, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            install_once();
+            INSTALL.store(INSTALLED, Ordering::Release);
+            return;
+        }
+    }
+}
+
+fn install_once() {
+    {
         if let Err(e) = sentinel::install(GENERATION.load(Ordering::Acquire) + 1) {
             PID.store(sys::getpid(), Ordering::Release);
             BY_PID.store(true, Ordering::Release);
@@ -66,7 +107,7 @@ pub(crate) fn install() {
         if let Err(e) = sys::register_atfork(prepare, parent, child) {
             tracing::warn!(error = %e, "securememory: pthread_atfork failed; a fork during a secret's creation is not fenced");
         }
-    });
+    }
 }
 
 /// The current fork generation of this process. Two loads; the first call

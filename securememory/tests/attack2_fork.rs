@@ -112,10 +112,9 @@ fn install_race_once() -> (usize, usize) {
     while !started.load(Ordering::Acquire) {
         std::hint::spin_loop();
     }
-    let f = ProtectedFactory::new(Options::default().backend(Backend::Anonymous)).unwrap();
+    let _f = ProtectedFactory::new(Options::default().backend(Backend::Anonymous)).unwrap();
     stop.store(true, Ordering::Release);
     forker.join().unwrap();
-    drop(f);
     (hung.load(Ordering::Relaxed), forks.load(Ordering::Relaxed))
 }
 

@@ -21,8 +21,8 @@
 //! References: pkeys(7), pkey_alloc(2), pkey_mprotect(2); Intel SDM vol. 3A
 //! section 4.6.2 "Protection Keys".
 
+use super::once::ForkSafeOnce;
 use std::io;
-use std::sync::OnceLock;
 
 use super::copy;
 use super::fault::{self, Op};
@@ -46,7 +46,7 @@ impl Pkey {
 /// The process's pool key, allocated on first use: `Ok`, or why there is
 /// none. One key serves every pool chunk (there are only 15).
 pub(crate) fn pool_key() -> Result<Pkey, String> {
-    static KEY: OnceLock<Result<Pkey, String>> = OnceLock::new();
+    static KEY: ForkSafeOnce<Result<Pkey, String>> = ForkSafeOnce::new();
     KEY.get_or_init(alloc).clone()
 }
 
