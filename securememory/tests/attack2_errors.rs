@@ -1,0 +1,107 @@
+//! Attacks on the error classification: does a refusal name its real cause?
+//!
+//! - The host program locked memory of its own up to `RLIMIT_MEMLOCK` (the
+//!   library's budget does not see it), and `RLIMIT_AS` leaves room for the
+//!   secret's mapping and not much more: the kernel's `mlock` refusal
+//!   (`ENOMEM`, the memlock limit) must be `Error::LockFailed`, not
+//!   `LimitReached` blaming the address space (the mapping already exists;
+//!   `mlock` needs no address space).
+
+#[macro_use]
+mod common;
+mod support_proc;
+
+use common::child::in_worker;
+use common::rlimit::set_memlock;
+use securememory::{Backend, Error, Options, ProcessLimit, ProtectedFactory, SecretFactory};
+use support_proc::CAP_IPC_LOCK;
+
+/// `VmSize` of this process in bytes (the kernel's address-space count).
+fn vm_size() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+fn set_as(soft: u64, hard: u64) {
+    let r = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: a valid rlimit for the kernel to read.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &r) }, 0);
+}
+
+#[test]
+fn mlock_refused_by_memlock_near_rlimit_as_is_lock_failed() {
+    in_worker(
+        "mlock_refused_by_memlock_near_rlimit_as_is_lock_failed",
+        "attack2-mlock-near-as",
+        &[CAP_IPC_LOCK],
+        || {
+            let page = common::page_size() as u64;
+            let limit = 16 * page;
+            set_memlock(Some(limit), Some(limit));
+            let f = ProtectedFactory::new(Options::default().backend(Backend::Anonymous)).unwrap();
+            // Warm up every lazy path (and show one secret fits).
+            let warm = f.new(&mut [1u8; 32]).unwrap();
+            warm.close().unwrap();
+            // The host program's own locked memory: the whole limit.
+            // SAFETY: a fresh private anonymous mapping of our own.
+            let own = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    limit as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(own, libc::MAP_FAILED);
+            // SAFETY: the mapping just made.
+            assert_eq!(unsafe { libc::mlock(own, limit as usize) }, 0);
+            // Room for the secret's one page, no more.
+            let mut old = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit for the kernel to fill.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+            let mut src = [2u8; 32];
+            set_as(vm_size() + page, old.rlim_max);
+            let r = f.new(&mut src);
+            set_as(old.rlim_cur, old.rlim_max);
+            // Control: the same room without the host's lock is enough.
+            // SAFETY: our own mapping, locked above.
+            assert_eq!(unsafe { libc::munlock(own, limit as usize) }, 0);
+            let mut src2 = [3u8; 32];
+            set_as(vm_size() + page, old.rlim_max);
+            let control = f.new(&mut src2);
+            set_as(old.rlim_cur, old.rlim_max);
+            let control = control.expect("the address space had room for the secret");
+            control.close().unwrap();
+            let e = r.map(drop).expect_err("the kernel refuses the lock");
+            println!("refusal: {e}");
+            assert!(
+                !matches!(
+                    &e,
+                    Error::LimitReached {
+                        limit: ProcessLimit::AddressSpace { .. },
+                        ..
+                    }
+                ),
+                "an mlock refused by the memlock limit is blamed on RLIMIT_AS: {e:?}"
+            );
+            assert!(matches!(&e, Error::LockFailed { .. }), "{e:?}");
+        },
+    );
+}
