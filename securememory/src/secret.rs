@@ -152,12 +152,19 @@ impl Secret {
     ) -> Secret {
         Secret {
             gate: Gate::new(),
-            storage,
             len,
             path,
             backend,
             lock,
-            fork_gen: fork::generation(),
+            // The storage's generation, not now: a fork from user code
+            // called during the creation (a metrics recorder, a `tracing`
+            // subscriber) goes on in the child, where this storage is the
+            // parent's (not mapped, or zeroed).
+            fork_gen: match &storage {
+                Storage::Pages { region, .. } => region.fork_gen(),
+                Storage::Slot(slot) => slot.chunk_fork_gen(),
+            },
+            storage,
         }
     }
 

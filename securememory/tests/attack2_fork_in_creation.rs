@@ -7,7 +7,9 @@
 //! wiped by `MADV_WIPEONFORK`) or that its `close()` does not wipe and
 //! release: its `new()` gives `Error::Forked`, or a secret with the real
 //! bytes whose close leaves the books right (`VmLck` equals
-//! `stats().bytes_locked`), and never a crash.
+//! `stats().bytes_locked`), and never a crash. (One exception, in the
+//! README: a reader that forks and then writes into the memory file's pages
+//! it was lent faults in its own code in the child.)
 
 #[macro_use]
 mod common;
@@ -216,6 +218,12 @@ child_test! {
                     *FORK_AT.lock().unwrap() = None;
                     r
                 }));
+            }
+            // A reader that forks and then writes into the buffer it was
+            // lent (the memory file's pages, not mapped in the child) faults
+            // in its own code there: documented, not tried.
+            if name.starts_with("memfd") {
+                continue;
             }
             failures.extend(one(format!("{name}, fork in from_reader"), &want, || {
                 let mut r = ForkingReader { bytes: &want, at: 0, forked: false };

@@ -196,6 +196,16 @@ impl Region {
             fill(bytes)?;
         }
         region.protect(Prot::None)?;
+        // A fork from user code called during the creation (a metrics
+        // recorder, a `tracing` subscriber, the caller's reader) goes on
+        // here in the child, with pages that are the parent's (gone, or
+        // zeroed) or made after the fork outside the child's budget: no
+        // secret there. Released as the child's own (wiped, unmapped).
+        let now = fork::generation();
+        if now != fork_gen {
+            region.fork_gen = now;
+            return Err(Error::Forked);
+        }
         Ok(region)
     }
 
