@@ -236,3 +236,88 @@ child_test! {
         assert!(failures.is_empty(), "{} failures: {failures:#?}", failures.len());
     }
 }
+
+/// In the child of a fork taken during an access: the access must be
+/// `Error::Forked` (or the real bytes, had they been copied before the
+/// fork), never zeros in their place.
+fn judge_access_in_child(what: &str, got: Result<Vec<u8>, Error>, want: &[u8]) -> i32 {
+    let code = match got {
+        Err(Error::Forked) => {
+            eprintln!("{what}: child got Forked");
+            0
+        }
+        Ok(b) if b == want => {
+            eprintln!("{what}: child read the real bytes");
+            0
+        }
+        Ok(b) if b.iter().all(|&x| x == 0) => {
+            eprintln!("{what}: the child's access read {} zeros", b.len());
+            1
+        }
+        other => {
+            eprintln!("{what}: child access gave {other:?}");
+            2
+        }
+    };
+    io::stderr().flush().ok();
+    code
+}
+
+child_test! {
+    /// A fork from the metrics recorder in the middle of an access (the
+    /// window's protection-change counter; the budget gauge while the
+    /// thread's first scratch buffer is made): the child's access is never
+    /// handed zeros.
+    fn a_fork_inside_an_access_never_hands_the_child_zeros() {
+        metrics::set_global_recorder(ForkingRecorder).unwrap();
+        let want: Vec<u8> = (1..=200u8).collect();
+        let mut failures = Vec::new();
+        for (name, opts) in configs() {
+            let f = ProtectedFactory::new(opts).unwrap();
+            let s = f.new(&mut want.clone()).unwrap();
+            for metric in ["secret.protection_changes", "secret.locked.bytes"] {
+                let what = format!("{name}, fork at {metric}");
+                // A new thread: its first copy-path access makes its scratch.
+                let (got, child, pid) = std::thread::scope(|sc| {
+                    sc.spawn(|| {
+                        CHILD.store(0, Ordering::Release);
+                        *FORK_AT.lock().unwrap() = Some(metric);
+                        let got = s.with_bytes(|b| b.to_vec());
+                        *FORK_AT.lock().unwrap() = None;
+                        if IN_CHILD.load(Ordering::Acquire) {
+                            // Only this thread exists in the child: judge here.
+                            let code = judge_access_in_child(&what, got, &want);
+                            // SAFETY: ends the child at once.
+                            unsafe { libc::_exit(code) }
+                        }
+                        (got, false, CHILD.load(Ordering::Acquire))
+                    })
+                    .join()
+                    .unwrap()
+                });
+                if child {
+                    let code = judge_access_in_child(&what, got, &want);
+                    // SAFETY: ends the child at once.
+                    unsafe { libc::_exit(code) }
+                }
+                assert_eq!(got.unwrap(), want, "{what}: parent");
+                if pid == 0 {
+                    println!("{what}: no fork (the path does not call it)");
+                    continue;
+                }
+                println!("{what}: forked");
+                let mut status = 0;
+                // SAFETY: our child; valid out-pointer.
+                while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                    failures.push(format!("{what}: child status {status:#x}"));
+                }
+            }
+            s.close().unwrap();
+        }
+        for f in &failures {
+            eprintln!("FAIL {f}");
+        }
+        assert!(failures.is_empty(), "{} failures: {failures:#?}", failures.len());
+    }
+}
