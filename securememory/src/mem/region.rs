@@ -682,6 +682,11 @@ pub(crate) struct RegionWindow<'a>(pub &'a Region);
 impl Window for RegionWindow<'_> {
     fn open(&self) -> Result<(), Error> {
         metrics::protection_changed();
+        // The recorder (user code) may have forked: in the child the pages
+        // are the parent's, zeroed by `MADV_WIPEONFORK`; never show those.
+        if fork::generation() != self.0.fork_gen {
+            return Err(Error::Forked);
+        }
         self.0.protect(Prot::Read)
     }
     fn close(&self) -> Result<(), Error> {
