@@ -6,6 +6,10 @@
 //!   (`ENOMEM`, the memlock limit) must be `Error::LockFailed`, not
 //!   `LimitReached` blaming the address space (the mapping already exists;
 //!   `mlock` needs no address space).
+//! - Descriptors exhausted when the first memory-file secret (the default
+//!   backend) is made: the memory file cannot be opened. That is the
+//!   descriptor limit (`LimitReached`), not `Unsupported` (which says the
+//!   kernel or a filter lacks the backend), and it is not remembered.
 
 #[macro_use]
 mod common;
@@ -104,4 +108,41 @@ fn mlock_refused_by_memlock_near_rlimit_as_is_lock_failed() {
             assert!(matches!(&e, Error::LockFailed { .. }), "{e:?}");
         },
     );
+}
+
+child_test! {
+    fn exhausted_descriptors_at_the_first_memfd_secret_name_the_descriptor_limit() {
+        let f = ProtectedFactory::new(Options::default()).unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid rlimit structs for the kernel to fill and read.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            lim.rlim_cur = 256.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+        let mut files = Vec::new();
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            files.push(file);
+        }
+        let r = f.new(&mut [4u8; 32]).map(drop);
+        drop(files);
+        let e = r.expect_err("no descriptor for the memory file");
+        println!("refusal: {e}");
+        assert!(
+            matches!(
+                &e,
+                Error::LimitReached {
+                    limit: ProcessLimit::Descriptors { .. },
+                    ..
+                }
+            ),
+            "exhausted descriptors at the memory file's opening: {e:?}"
+        );
+        // Not remembered.
+        let s = f.new(&mut [5u8; 32]).unwrap();
+        assert_eq!(s.with_bytes(|b| b[0]).unwrap(), 5);
+    }
 }
