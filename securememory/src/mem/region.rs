@@ -256,7 +256,7 @@ impl Region {
                 }
             }
             BackingKind::Memfd => {
-                let store = store::current()?;
+                let store = store::current(data_len)?;
                 self.file_off = store.alloc(data_len as u64)?;
                 self.store = Some(store);
                 let fd = store.fd()?;
