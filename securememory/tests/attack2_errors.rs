@@ -17,7 +17,9 @@ mod support_proc;
 
 use common::child::in_worker;
 use common::rlimit::set_memlock;
-use securememory::{Backend, Error, Options, ProcessLimit, ProtectedFactory, SecretFactory};
+use securememory::{
+    memfd_secret_status, Backend, Error, Options, ProcessLimit, ProtectedFactory, SecretFactory,
+};
 use support_proc::CAP_IPC_LOCK;
 
 /// `VmSize` of this process in bytes (the kernel's address-space count).
@@ -144,5 +146,28 @@ child_test! {
         // Not remembered.
         let s = f.new(&mut [5u8; 32]).unwrap();
         assert_eq!(s.with_bytes(|b| b[0]).unwrap(), 5);
+    }
+}
+
+child_test! {
+    /// A sandbox entered after start-up: `Auto` resolved to `MemfdSecret`
+    /// first, then a seccomp filter denies `memfd_secret`. The refusals
+    /// table says "Auto falls back to Memfd": a factory made after the
+    /// filter must work.
+    fn memfd_secret_denied_after_auto_resolved() {
+        if memfd_secret_status().is_err() {
+            eprintln!("SKIPPED: no memfd_secret here");
+            return;
+        }
+        let before = ProtectedFactory::new(Options::default().backend(Backend::Auto)).unwrap();
+        assert_eq!(before.options().backend, Backend::MemfdSecret);
+        before.new(&mut [1u8; 16]).unwrap().close().unwrap();
+        common::seccomp::deny(&[(libc::SYS_memfd_secret, libc::EPERM)]).unwrap();
+        let old = before.new(&mut [2u8; 16]).map(drop);
+        println!("factory made before the filter: {old:?}");
+        let after = ProtectedFactory::new(Options::default().backend(Backend::Auto)).unwrap();
+        let r = after.new(&mut [3u8; 16]).map(|s| s.with_bytes(|b| b[0]));
+        println!("Auto factory made after the filter: {:?}, {r:?}", after.options().backend);
+        assert!(matches!(r, Ok(Ok(3))), "Auto after the filter: {r:?}");
     }
 }
