@@ -165,6 +165,7 @@ child_test! {
         common::seccomp::deny(&[(libc::SYS_memfd_secret, libc::EPERM)]).unwrap();
         let old = before.new(&mut [2u8; 16]).map(drop);
         println!("factory made before the filter: {old:?}");
+        assert!(matches!(old, Err(Error::Unsupported(_))), "{old:?}");
         let after = ProtectedFactory::new(Options::default().backend(Backend::Auto)).unwrap();
         let r = after.new(&mut [3u8; 16]).map(|s| s.with_bytes(|b| b[0]));
         println!("Auto factory made after the filter: {:?}, {r:?}", after.options().backend);
