@@ -18,7 +18,8 @@ mod support_proc;
 use common::child::in_worker;
 use common::rlimit::set_memlock;
 use securememory::{
-    memfd_secret_status, Backend, Error, Options, ProcessLimit, ProtectedFactory, SecretFactory,
+    memfd_secret_status, protection_keys_status, Backend, Error, Layout, Options, PoolProtection,
+    ProcessLimit, ProtectedFactory, SecretFactory,
 };
 use support_proc::CAP_IPC_LOCK;
 
@@ -170,5 +171,42 @@ child_test! {
         let r = after.new(&mut [3u8; 16]).map(|s| s.with_bytes(|b| b[0]));
         println!("Auto factory made after the filter: {:?}, {r:?}", after.options().backend);
         assert!(matches!(r, Ok(Ok(3))), "Auto after the filter: {r:?}");
+    }
+}
+
+child_test! {
+    /// Every protection key taken by the host program when the first keyed
+    /// pool is asked for: refused. Once the host frees its keys, a keyed
+    /// pool works: running out of keys is a resource, not "this machine
+    /// lacks keys", and must not be remembered.
+    fn protection_keys_used_up_are_not_remembered() {
+        // Ask nothing of the library before the keys are taken.
+        let mut taken = Vec::new();
+        loop {
+            // SAFETY: pkey_alloc takes two integers.
+            let k = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0 as libc::c_ulong, 1 as libc::c_ulong) };
+            if k < 0 {
+                break;
+            }
+            taken.push(k);
+        }
+        if taken.is_empty() {
+            eprintln!("SKIPPED: no protection keys here");
+            return;
+        }
+        let keyed = Options::default()
+            .layout(Layout::Pooled)
+            .pool_protection(PoolProtection::ProtectionKey);
+        let refused = ProtectedFactory::new(keyed).map(drop);
+        println!("with every key taken: {refused:?}");
+        assert!(refused.is_err());
+        for k in taken {
+            // SAFETY: pkey_free takes an integer; no page carries our keys.
+            unsafe { libc::syscall(libc::SYS_pkey_free, k as libc::c_ulong) };
+        }
+        assert_eq!(protection_keys_status(), Ok(()), "keys free again");
+        let f = ProtectedFactory::new(keyed).expect("a keyed pool once keys are free");
+        let s = f.new(&mut [9u8; 16]).unwrap();
+        assert_eq!(s.with_bytes(|b| b[0]).unwrap(), 9);
     }
 }
