@@ -130,3 +130,36 @@ child_test! {
         s.close().unwrap();
     }
 }
+
+child_test! {
+    /// "The child's first call into the library notices the fork": also
+    /// when that call is making a factory, or asking for the statistics.
+    fn raw_child_first_call_of_any_kind_closes_the_descriptor() {
+        let f = ProtectedFactory::new(Options::default()).unwrap();
+        let s = f.new(&mut [8u8; 32]).unwrap();
+        let fd = store_fd().unwrap();
+        type FirstCall = fn() -> bool;
+        let calls: [(&str, FirstCall); 2] = [
+            ("ProtectedFactory::new", || {
+                ProtectedFactory::new(Options::default()).is_ok()
+            }),
+            ("stats", || securememory::stats().bytes_locked == 0),
+        ];
+        for (name, call) in calls {
+            io::stdout().flush().ok();
+            // SAFETY: a copy of this process; the child `_exit`s.
+            let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let ok = call();
+                let open = fd_open(fd);
+                if open {
+                    eprintln!("{name} as the first call: the memory file's descriptor {fd} is still open");
+                }
+                exit_now(if ok && !open { 0 } else { 1 });
+            }
+            wait_ok(pid as libc::pid_t);
+        }
+        s.close().unwrap();
+    }
+}
