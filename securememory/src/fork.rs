@@ -61,10 +61,12 @@ thread_local! {
 /// Register the at-fork handlers and make the sentinel, once per process.
 /// Called before the first secret (or memory file) exists.
 pub(crate) fn install() {
-    if INSTALL.load(Ordering::Acquire) == INSTALLED {
-        return;
+    if INSTALL.load(Ordering::Acquire) != INSTALLED {
+        install_slow();
     }
-    install_slow();
+    // Every entry point installs: so the first call of a raw fork child,
+    // whichever it is (a factory, say), also notices the fork.
+    let _ = generation();
 }
 
 #[cold]
