@@ -323,3 +323,63 @@ child_test! {
         s.close().unwrap();
     }
 }
+
+/// Whether this process holds a `memfd_secret` file: a descriptor to one or
+/// a mapping of one.
+fn holds_secretmem() -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    if maps.contains("secretmem") {
+        return true;
+    }
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_link(e.path())
+                    .map(|t| t.to_string_lossy().contains("secretmem"))
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false)
+}
+
+child_test! {
+    /// The README: no `fork()` lands "while a `memfd_secret` descriptor is
+    /// open". The `memfd_secret` probe (each `Auto` or `MemfdSecret` factory,
+    /// `memfd_secret_status()`) opens one too: a thread forks all the time
+    /// while another probes; no child may hold a `memfd_secret` file.
+    fn fork_during_the_memfd_secret_probe_leaves_the_child_none() {
+        if securememory::memfd_secret_status().is_err() {
+            eprintln!("SKIPPED: no memfd_secret here");
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let forker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut forks, mut bad) = (0usize, 0usize);
+                while !stop.load(Ordering::Acquire) {
+                    // SAFETY: the child reads /proc and `_exit`s.
+                    let pid = unsafe { libc::fork() };
+                    if pid == 0 {
+                        exit_now(if holds_secretmem() { 1 } else { 0 });
+                    }
+                    assert!(pid > 0);
+                    forks += 1;
+                    let status = wait_for(pid);
+                    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                        bad += 1;
+                    }
+                }
+                (forks, bad)
+            })
+        };
+        for _ in 0..3000 {
+            let _ = ProtectedFactory::new(Options::default().backend(Backend::Auto));
+            let _ = securememory::memfd_secret_status();
+        }
+        stop.store(true, Ordering::Release);
+        let (forks, bad) = forker.join().unwrap();
+        println!("forks {forks}, children holding a memfd_secret file: {bad}");
+        assert_eq!(bad, 0, "{bad} of {forks} fork children held a memfd_secret file");
+    }
+}
