@@ -84,13 +84,22 @@ pub(crate) fn memfd_secret_check() -> Result<(), Error> {
     // Success is not final: a seccomp filter installed later (a sandbox
     // entered after start-up) refuses the call from then on. After one full
     // probe worked, the call alone is asked again (no page is mapped).
-    let probe = if WORKED.load(Ordering::Acquire) {
-        match sys::memfd_secret() {
-            Ok(_fd) => Probe::Final(Ok(())),
-            Err(e) => classify("create", e),
+    // Fenced like a secret's creation: no fork copies the probe's
+    // descriptor or mapping.
+    crate::fork::install();
+    let asked = {
+        let _fence = crate::fork::fence();
+        if WORKED.load(Ordering::Acquire) {
+            sys::memfd_secret().map(drop).map_err(|e| ("create", e))
+        } else {
+            sys::try_memfd_secret_page()
         }
-    } else {
-        probe_memfd_secret()
+    };
+    // Classified outside the fence (a refusal's error calls the metrics
+    // recorder, user code).
+    let probe = match asked {
+        Ok(()) => Probe::Final(Ok(())),
+        Err((stage, e)) => classify(stage, e),
     };
     match probe {
         Probe::Final(Ok(())) => {
@@ -113,13 +122,6 @@ enum Probe {
     Final(Result<(), String>),
     /// Failed for lack of a resource: try again next time.
     Transient(Error),
-}
-
-fn probe_memfd_secret() -> Probe {
-    match sys::try_memfd_secret_page() {
-        Ok(()) => Probe::Final(Ok(())),
-        Err((stage, e)) => classify(stage, e),
-    }
 }
 
 /// What a refusal at `stage` of the probe means.
