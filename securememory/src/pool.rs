@@ -153,7 +153,7 @@ impl Slot {
         wiped
     }
 
-    fn chunk_fork_gen(&self) -> u64 {
+    pub(crate) fn chunk_fork_gen(&self) -> u64 {
         self.chunk.region.fork_gen()
     }
 
@@ -181,12 +181,23 @@ pub(crate) fn create(
 ) -> Result<Slot> {
     let class = class_of(len);
     let slot = take(class, lock, key)?;
+    // A fork from user code (a metrics recorder, the caller's reader) on
+    // this thread goes on here in the child too, where the chunk is not
+    // mapped: never write into it there.
+    let mine = || {
+        if crate::fork::generation() == slot.chunk_fork_gen() {
+            Ok(())
+        } else {
+            Err(Error::Forked)
+        }
+    };
     let placed = match src {
         // The caller's bytes go straight into the slot.
-        Source::Bytes(b) => slot.chunk.region.write_in(slot.offset(), b),
+        Source::Bytes(b) => mine().and_then(|()| slot.chunk.region.write_in(slot.offset(), b)),
         // Random or read bytes are staged in this thread's locked, wiped
         // scratch buffer, never in ordinary memory.
         _ => stage(len, src, lock, |buf| {
+            mine()?;
             slot.chunk.region.write_in(slot.offset(), buf)
         }),
     };

@@ -158,12 +158,19 @@ impl Secret {
     ) -> Secret {
         Secret {
             gate: Gate::new(),
-            storage,
             len,
             path,
             backend,
             lock,
-            fork_gen: fork::generation(),
+            // The storage's generation, not now: a fork from user code
+            // called during the creation (a metrics recorder, a `tracing`
+            // subscriber) goes on in the child, where this storage is the
+            // parent's (not mapped, or zeroed).
+            fork_gen: match &storage {
+                Storage::Pages { region, .. } => region.fork_gen(),
+                Storage::Slot(slot) => slot.chunk_fork_gen(),
+            },
+            storage,
         }
     }
 
@@ -286,6 +293,12 @@ impl Secret {
         };
         let w = self.window();
         let entered = self.gate.enter_window(&w)?;
+        // The recorder told of the protection change (user code, called
+        // once the window is open) may have forked: in that child the pages
+        // are the parent's, zeroed or unmapped; never show them.
+        if fork::generation() != self.fork_gen {
+            return Err(Error::Forked);
+        }
         let r = f(region.view(*off, self.len, &entered));
         entered.finish()?;
         Ok(r)

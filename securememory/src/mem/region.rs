@@ -198,6 +198,16 @@ impl Region {
             fill(bytes)?;
         }
         region.set_prot(Prot::None)?;
+        // A fork from user code called during the creation (a metrics
+        // recorder, a `tracing` subscriber, the caller's reader) goes on
+        // here in the child, with pages that are the parent's (gone, or
+        // zeroed) or made after the fork outside the child's budget: no
+        // secret there. Released as the child's own (wiped, unmapped).
+        let now = fork::generation();
+        if now != fork_gen {
+            region.fork_gen = now;
+            return Err(Error::Forked);
+        }
         Ok(region)
     }
 
@@ -251,7 +261,7 @@ impl Region {
                 }
             }
             BackingKind::Memfd => {
-                let store = store::current()?;
+                let store = store::current(data_len)?;
                 self.file_off = store.alloc(data_len as u64)?;
                 self.store = Some(store);
                 let fd = store.fd()?;
