@@ -371,13 +371,14 @@ impl Secret {
     ///   pages (the map-count limit); they stay mapped and counted, are
     ///   never reused, and a later release unmaps them.
     pub fn close(&self) -> Result<()> {
-        if Active::contains(&self.gate) {
+        if self.gate.is_releasing_here() {
             // This thread is releasing this secret and the code the release
             // reports to (a metrics recorder) closed it again: that close is
-            // the one in progress, further up this thread's stack.
-            if self.gate.is_releasing() {
-                return Ok(());
-            }
+            // the one in progress, further up this thread's stack. (Known
+            // by the gate, not the access stack, which may be full.)
+            return Ok(());
+        }
+        if Active::contains(&self.gate) {
             return Err(Error::CloseWithinAccess);
         }
         if self.fork_gen != fork::generation() {
@@ -395,8 +396,6 @@ impl Secret {
         // while a lock is held. The gate marks it claimed before it runs, so
         // it runs at most once even if it unwinds.
         let released = self.gate.close(|drained| {
-            // Marks this thread as the releaser (see the top of `close`).
-            let _releasing = Active::push(&self.gate).ok();
             let canary = self.canary_intact(drained);
             let wiped = match &self.storage {
                 Storage::Pages { region, .. } => region.release(drained),
