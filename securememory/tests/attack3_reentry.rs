@@ -8,17 +8,21 @@
 mod common;
 
 use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::child::{describe, role, CHILD_ENV, DONE};
+use common::procfs::vm_lck_kib;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
-use securememory::{Error, Layout, Options, ProtectedFactory, Secret, SecretFactory};
+use securememory::{
+    stats, AccessPath, Backend, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory,
+};
 
 thread_local! {
     /// The secret the recorder closes at its next call on this thread.
@@ -26,6 +30,8 @@ thread_local! {
 }
 static REENTRANT_CLOSES: AtomicUsize = AtomicUsize::new(0);
 static REENTRANT_FAILED: AtomicUsize = AtomicUsize::new(0);
+/// While set, every recorder call panics (after any re-entrant close).
+static PANIC_ALWAYS: AtomicBool = AtomicBool::new(false);
 
 /// Every recorder call: close `CLOSE_ME` if set (once per call).
 fn on_call() {
@@ -35,6 +41,9 @@ fn on_call() {
             Ok(()) => REENTRANT_CLOSES.fetch_add(1, Ordering::SeqCst),
             Err(_) => REENTRANT_FAILED.fetch_add(1, Ordering::SeqCst),
         };
+    }
+    if PANIC_ALWAYS.load(Ordering::SeqCst) {
+        panic!("recorder panics (expected)");
     }
 }
 
@@ -116,6 +125,11 @@ fn close_reentered_at_depth(victim_factory: &ProtectedFactory, depth: usize) {
 }
 
 fn child_body() {
+    std::panic::set_hook(Box::new(|i| {
+        if !i.to_string().contains("(expected)") {
+            eprintln!("{i}");
+        }
+    }));
     metrics::set_global_recorder(ClosingRecorder).expect("install the recorder");
     let page = ProtectedFactory::default();
     let pooled = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).expect("pooled");
@@ -128,6 +142,75 @@ fn child_body() {
         close_reentered_at_depth(&pooled, depth);
         println!("depth {depth}: held");
     }
+    nesting_and_unwinding();
+}
+
+/// 32 nested accesses over every path (copy, window, larger than the
+/// scratch, pooled), the 33rd refused; then a panic at the deepest that
+/// unwinds through all 32 while dropping secrets whose close reports to a
+/// recorder that panics too. No abort, nothing readable, the per-thread
+/// nesting count restored, counters and `VmLck` back.
+fn nesting_and_unwinding() {
+    let facs = [
+        ProtectedFactory::default(),
+        ProtectedFactory::new(Options::default().access(AccessPath::Window)).unwrap(),
+        ProtectedFactory::new(
+            Options::default()
+                .backend(Backend::Anonymous)
+                .layout(Layout::Guarded),
+        )
+        .unwrap(),
+        ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap(),
+    ];
+    let mk = |i: usize| {
+        let len = if i % 5 == 4 { 9000 } else { 40 };
+        facs[i % 4]
+            .new(&mut vec![i as u8 + 1; len])
+            .expect("create")
+    };
+    let warm: Vec<Secret> = (0..32).map(mk).collect();
+    nested(&warm, 32, &mut || {});
+    drop(warm);
+    let (base, lck) = (stats(), vm_lck_kib());
+    let outer: Vec<Secret> = (0..32).map(mk).collect();
+    let mut refused = None;
+    nested(&outer, 32, &mut || {
+        refused = Some(outer[0].with_bytes(|_| ()));
+    });
+    assert!(
+        matches!(refused, Some(Err(Error::NestingTooDeep(32)))),
+        "{refused:?}"
+    );
+    PANIC_ALWAYS.store(true, Ordering::SeqCst);
+    let unwound = catch_unwind(AssertUnwindSafe(|| {
+        nested(&outer, 32, &mut || {
+            // Dropped while unwinding: its close reports to the panicking recorder.
+            let _dropped_in_unwind = [mk(1), mk(3), mk(4)];
+            panic!("closure panics at the deepest (expected)");
+        })
+    }));
+    PANIC_ALWAYS.store(false, Ordering::SeqCst);
+    assert!(unwound.is_err());
+    for (i, s) in outer.iter().enumerate() {
+        assert!(!s.is_readable_now().unwrap(), "secret {i} readable at rest");
+    }
+    // The nesting count came back to zero: 32 fit again.
+    nested(&outer, 32, &mut || {});
+    for (i, s) in outer.iter().enumerate() {
+        let len = s.len();
+        assert_eq!(
+            s.with_bytes(|b| b.to_vec()).unwrap(),
+            vec![i as u8 + 1; len]
+        );
+    }
+    drop(outer);
+    let now = stats();
+    assert_eq!(
+        (now.in_use, now.pool_slots_used, now.bytes_locked),
+        (base.in_use, base.pool_slots_used, base.bytes_locked)
+    );
+    assert_eq!(vm_lck_kib(), lck, "VmLck");
+    println!("nesting and unwinding: held");
 }
 
 /// Re-run this test as a child; kill it after `limit`.
