@@ -399,7 +399,7 @@ impl Secret {
             let canary = self.canary_intact(drained);
             let wiped = match &self.storage {
                 Storage::Pages { region, .. } => region.release(drained),
-                Storage::Slot(slot) => slot.release(),
+                Storage::Slot(slot) => slot.release_closed(drained),
             };
             (canary, wiped)
         });

@@ -4,6 +4,8 @@
 //! must get the second empty chunk's locked pages back at close, not only
 //! when the handles are dropped: `secret.pool.pages` says they are gone.
 
+mod common;
+
 use securememory::{stats, Layout, Options, ProtectedFactory, SecretFactory};
 
 #[test]
@@ -12,7 +14,8 @@ fn closing_every_secret_of_a_chunk_returns_it_though_handles_live() {
     // this binary uses the pool).
     let f = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
     let base = stats();
-    let per_chunk = (16 * 4096) / 1024;
+    let page = common::page_size() as u64;
+    let per_chunk = (16 * page) / 1024;
     let secrets: Vec<_> = (0..per_chunk + 1)
         .map(|i| f.new(&mut [i as u8 | 1; 1000]).unwrap())
         .collect();
@@ -23,10 +26,14 @@ fn closing_every_secret_of_a_chunk_returns_it_though_handles_live() {
     }
     let closed = stats();
     // One empty chunk is kept, the other returned.
-    assert_eq!(closed.pool_pages - base.pool_pages, 16, "pool_pages after close");
+    assert_eq!(
+        closed.pool_pages - base.pool_pages,
+        16,
+        "pool_pages after close"
+    );
     assert_eq!(
         closed.bytes_locked,
-        full.bytes_locked - 16 * 4096,
+        full.bytes_locked - 16 * page,
         "the returned chunk is still locked while closed handles live"
     );
     drop(secrets);
