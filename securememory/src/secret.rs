@@ -405,14 +405,14 @@ impl Secret {
                 Storage::Pages { region, .. } => region.release(drained),
                 Storage::Slot(slot) => slot.release_closed(drained),
             };
-            (canary, wiped)
+            (canary, wiped, metrics::count_closed())
         });
-        let Some((canary, wiped)) = released else {
+        let Some((canary, wiped, in_use)) = released else {
             return Ok(());
         };
         // Reported once the secret is closed for good: the recorder and the
         // subscriber may panic (swallowed) or re-enter the library.
-        metrics::closed();
+        metrics::closed(in_use);
         let (len, backend) = (self.len, self.backend);
         shield(|| tracing::debug!(len, backend = ?backend, "securememory: secret closed"));
         match canary {
