@@ -25,6 +25,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::access::Drained;
 use crate::budget::LockPolicy;
 use crate::error::{Error, Result};
 use crate::factory::Source;
@@ -134,7 +135,20 @@ impl Slot {
 
     /// Wipe the slot (at once) and return it to its class. Only the first
     /// call does: a slot given back twice would be handed to two secrets.
+    /// A chunk this leaves empty and returns is unmapped when its last
+    /// `Slot` value is dropped (see [`release_closed`](Self::release_closed)).
     pub(crate) fn release(&self) -> Result<()> {
+        self.release_with(None)
+    }
+
+    /// [`release`](Self::release) by a secret's `close`: a chunk this
+    /// leaves empty and returns is wiped, unlocked and unmapped now, not
+    /// when the closed secrets that held its slots are dropped.
+    pub(crate) fn release_closed(&self, drained: &Drained) -> Result<()> {
+        self.release_with(Some(drained))
+    }
+
+    fn release_with(&self, drained: Option<&Drained>) -> Result<()> {
         if self.released.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -149,7 +163,13 @@ impl Slot {
             .wipe_in(self.offset(), self.chunk.slot_size);
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::observe_slot_wiped(self);
-        give_back(self.chunk.region.key(), self.class, self.id, self.index);
+        give_back(
+            self.chunk.region.key(),
+            self.class,
+            self.id,
+            self.index,
+            drained,
+        );
         wiped
     }
 
@@ -340,7 +360,7 @@ fn new_chunk(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Entry>
 
 /// Runs only in the generation that made the chunk (see `Slot::release`).
 /// Reports (and drops a returned chunk) after the class lock is released.
-fn give_back(key: Option<Pkey>, class: usize, id: usize, index: u32) {
+fn give_back(key: Option<Pkey>, class: usize, id: usize, index: u32, drained: Option<&Drained>) {
     let Ok(classes) = classes(key) else {
         return;
     };
@@ -364,8 +384,16 @@ fn give_back(key: Option<Pkey>, class: usize, id: usize, index: u32) {
     metrics::pool_changed(0, -1, 0);
     if let Some(e) = returned {
         metrics::pool_changed(-(e.chunk.pages as i64), 0, -(e.slots as i64));
-        // The slot being released still holds an Arc: the region is
-        // unmapped when that slot value is dropped, right after this call.
+        if let Some(drained) = drained {
+            // Out of the table and every slot free: each secret that held
+            // one has run its release (its gate closed and drained), so no
+            // access of this chunk can happen again. Closed secrets still
+            // hold `Arc`s to it; without this it would stay mapped, locked
+            // and counted until they are dropped.
+            let _ = e.chunk.region.release(drained);
+        }
+        // Otherwise the region is unmapped when the last slot value holding
+        // it is dropped (the one being released, right after this call).
         drop(e);
     }
 }

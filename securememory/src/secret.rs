@@ -31,6 +31,11 @@ pub enum AccessPath {
     /// `PROT_NONE` throughout: no page-table change, no cross-CPU interrupt.
     /// A secret larger than the scratch buffer
     /// ([`scratch_capacity`](crate::scratch_capacity)) uses the window instead.
+    /// A pool with [`PoolProtection::ProtectionKey`](crate::PoolProtection)
+    /// is the exception to the kernel copy and to `PROT_NONE`: its pages are
+    /// read-write in the page tables, denied by the key, and the copy is a
+    /// user-space copy (no vector register) with the key open in the calling
+    /// thread.
     Copy,
     /// The secret's pages are made readable (`mprotect`) while at least one
     /// access is in flight; overlapping accesses share one window. The
@@ -384,13 +389,14 @@ impl Secret {
     ///   pages (the map-count limit); they stay mapped and counted, are
     ///   never reused, and a later release unmaps them.
     pub fn close(&self) -> Result<()> {
-        if Active::contains(&self.gate) {
+        if self.gate.is_releasing_here() {
             // This thread is releasing this secret and the code the release
             // reports to (a metrics recorder) closed it again: that close is
-            // the one in progress, further up this thread's stack.
-            if self.gate.is_releasing() {
-                return Ok(());
-            }
+            // the one in progress, further up this thread's stack. (Known
+            // by the gate, not the access stack, which may be full.)
+            return Ok(());
+        }
+        if Active::contains(&self.gate) {
             return Err(Error::CloseWithinAccess);
         }
         if self.fork_gen != fork::generation() {
@@ -408,21 +414,19 @@ impl Secret {
         // while a lock is held. The gate marks it claimed before it runs, so
         // it runs at most once even if it unwinds.
         let released = self.gate.close(|drained| {
-            // Marks this thread as the releaser (see the top of `close`).
-            let _releasing = Active::push(&self.gate).ok();
             let canary = self.canary_intact(drained);
             let wiped = match &self.storage {
                 Storage::Pages { region, .. } => region.release(drained),
-                Storage::Slot(slot) => slot.release(),
+                Storage::Slot(slot) => slot.release_closed(drained),
             };
-            (canary, wiped)
+            (canary, wiped, metrics::count_closed())
         });
-        let Some((canary, wiped)) = released else {
+        let Some((canary, wiped, in_use)) = released else {
             return Ok(());
         };
         // Reported once the secret is closed for good: the recorder and the
         // subscriber may panic (swallowed) or re-enter the library.
-        metrics::closed();
+        metrics::closed(in_use);
         let (len, backend) = (self.len, self.backend);
         shield(|| tracing::debug!(len, backend = ?backend, "securememory: secret closed"));
         match canary {
