@@ -320,3 +320,41 @@ fn no_lockable_memory_fails_with_the_reason() {
         .all(|c| c["ok"] == false));
     assert_eq!(j["memfd_secret"]["available"], false);
 }
+
+#[path = "../../securememory/tests/common/seccomp.rs"]
+#[allow(dead_code)]
+mod seccomp;
+
+/// With `prlimit64` denied (a seccomp profile), the memlock limit is
+/// unknown: doctor says so, and never calls it unlimited.
+#[test]
+fn unreadable_memlock_limit_is_reported_unknown() {
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("doctor").args(args);
+        // SAFETY: runs in the forked child before exec; it installs a filter
+        // for that child alone (prctl and seccomp system calls).
+        unsafe {
+            cmd.pre_exec(|| seccomp::deny(&[(libc::SYS_prlimit64, libc::EPERM)]));
+        }
+        cmd.output().expect("run doctor")
+    };
+    let out = run(&[]);
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("limit: unknown"),
+        "doctor must say the limit is unknown\n{}",
+        show(&out)
+    );
+    assert!(
+        !report.contains("limit: soft unlimited"),
+        "an unreadable limit is not unlimited\n{}",
+        show(&out)
+    );
+    let json = parse(&run(&["--json"]));
+    assert_eq!(
+        json["memlock"]["limit_unknown"],
+        Value::Bool(true),
+        "{json}"
+    );
+}

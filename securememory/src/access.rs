@@ -59,6 +59,22 @@ pub(crate) struct Gate {
     state: AtomicUsize,
     transition: Mutex<()>,
     drained: Condvar,
+    /// The thread running the release (see [`this_thread`]), so that a
+    /// `close` it makes again from a report returns instead of waiting for
+    /// itself, however deep that thread's access stack is. Only ever
+    /// compared with the reading thread's own identity, which only that
+    /// thread writes: no ordering needed.
+    releaser: std::sync::atomic::AtomicUsize,
+}
+
+thread_local! {
+    static THIS_THREAD: u8 = const { 0 };
+}
+
+/// An identity of the calling thread, unique among live threads (the
+/// address of a thread-local; never destroyed, so usable in destructors).
+fn this_thread() -> usize {
+    THIS_THREAD.with(|t| t as *const u8 as usize)
 }
 
 /// Marks the release finished (returned or unwound) and wakes other closers.
@@ -79,6 +95,7 @@ impl Gate {
             state: AtomicUsize::new(0),
             transition: Mutex::new(()),
             drained: Condvar::new(),
+            releaser: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -88,9 +105,11 @@ impl Gate {
         self.state.load(Acquire) & CLOSING != 0
     }
 
-    /// Whether a `close` is running the release right now.
-    pub(crate) fn is_releasing(&self) -> bool {
+    /// Whether the calling thread is running this gate's release right now
+    /// (a `close` made from code the release reports to).
+    pub(crate) fn is_releasing_here(&self) -> bool {
         self.state.load(Acquire) & (CLOSED | RELEASED) == CLOSED
+            && self.releaser.load(Relaxed) == this_thread()
     }
 
     /// Start an access that needs no window (the copy path): only counts it,
@@ -246,6 +265,7 @@ impl Gate {
             }
             return None;
         }
+        self.releaser.store(this_thread(), Relaxed);
         self.state.fetch_or(CLOSED, AcqRel);
         drop(t);
         let _done = Released(self);

@@ -3,19 +3,22 @@
 //!
 //! Only "this kernel lacks it" is remembered for the life of the process
 //! (`ENOSYS`, `EINVAL`, or `EPERM`/`EACCES` from a seccomp filter or a
-//! security module, none of which change while it runs) and so is success.
+//! security module, none of which go away while it runs). Success is not:
+//! a filter installed later refuses the call from then on.
 //! A refusal for lack of a resource (descriptors, mappings, address space,
 //! the memlock limit) is reported as itself and the next call probes again.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::mem::once::ForkSafeOnce;
 
 use crate::error::Error;
 use crate::mem::sys;
 
-/// Whether `memfd_secret` works in this process: `Ok`, or why not. A final
-/// answer (it works; the kernel lacks it; a filter refuses it) is probed
-/// once and remembered; a failure for lack of a resource is probed again
-/// at the next call.
+/// Whether `memfd_secret` works in this process: `Ok`, or why not. A
+/// refusal by the kernel or its filter is remembered; success is asked
+/// again at each call (one `memfd_secret` call, as a filter may be installed
+/// later), and a failure for lack of a resource is probed again.
 pub fn memfd_secret_status() -> Result<(), String> {
     memfd_secret_check().map_err(|e| match e {
         Error::Unsupported(why) => why,
@@ -26,11 +29,35 @@ pub fn memfd_secret_status() -> Result<(), String> {
 /// [`memfd_secret_status`] as a typed error: [`Error::Unsupported`] when the
 /// kernel lacks it (remembered), else the resource error (not remembered).
 pub(crate) fn memfd_secret_check() -> Result<(), Error> {
-    static FINAL: OnceLock<Result<(), String>> = OnceLock::new();
+    static FINAL: ForkSafeOnce<Result<(), String>> = ForkSafeOnce::new();
     if let Some(status) = FINAL.get() {
         return status.clone().map_err(Error::Unsupported);
     }
-    match probe_memfd_secret() {
+    // Success is not final: a seccomp filter installed later (a sandbox
+    // entered after start-up) refuses the call from then on. After one full
+    // probe worked, the call alone is asked again (no page is mapped).
+    // Fenced like a secret's creation: no fork copies the probe's
+    // descriptor or mapping.
+    crate::fork::install();
+    let asked = {
+        let _fence = crate::fork::fence();
+        if WORKED.load(Ordering::Acquire) {
+            sys::memfd_secret().map(drop).map_err(|e| ("create", e))
+        } else {
+            sys::try_memfd_secret_page()
+        }
+    };
+    // Classified outside the fence (a refusal's error calls the metrics
+    // recorder, user code).
+    let probe = match asked {
+        Ok(()) => Probe::Final(Ok(())),
+        Err((stage, e)) => classify(stage, e),
+    };
+    match probe {
+        Probe::Final(Ok(())) => {
+            WORKED.store(true, Ordering::Release);
+            Ok(())
+        }
         Probe::Final(status) => FINAL
             .get_or_init(|| status)
             .clone()
@@ -39,6 +66,9 @@ pub(crate) fn memfd_secret_check() -> Result<(), Error> {
     }
 }
 
+/// Set once a full probe worked.
+static WORKED: AtomicBool = AtomicBool::new(false);
+
 enum Probe {
     /// Works, or the kernel lacks it: the same for the life of the process.
     Final(Result<(), String>),
@@ -46,12 +76,9 @@ enum Probe {
     Transient(Error),
 }
 
-fn probe_memfd_secret() -> Probe {
+/// What a refusal at `stage` of the probe means.
+fn classify(stage: &'static str, e: std::io::Error) -> Probe {
     let page = sys::page_size();
-    let (stage, e) = match sys::try_memfd_secret_page() {
-        Ok(()) => return Probe::Final(Ok(())),
-        Err(failed) => failed,
-    };
     let lacks = |why: String| Probe::Final(Err(why));
     match (stage, e.raw_os_error()) {
         ("create", Some(libc::ENOSYS)) => lacks(format!(

@@ -99,10 +99,14 @@ fn denied_by_filter(report: &MemlockReport, source: &io::Error) -> bool {
 }
 
 /// A lock error for `requested` bytes with the kernel's (or our) reason.
-/// An `ENOMEM` that the map count or the address space explains is
-/// reported as that limit ([`Error::LimitReached`]), not as memlock.
+/// An `ENOMEM` that the map count explains (locking part of a mapping
+/// splits it) is reported as that limit ([`Error::LimitReached`]), not as
+/// memlock. Never the address space: the pages are mapped already, and
+/// locking them takes none.
 pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
-    if let Some(limit) = crate::limits::explain(requested as usize, &source) {
+    let limit = crate::limits::explain(requested as usize, &source)
+        .filter(|l| !matches!(l, crate::error::ProcessLimit::AddressSpace { .. }));
+    if let Some(limit) = limit {
         return Error::LimitReached {
             bytes: requested as usize,
             limit,

@@ -22,14 +22,20 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Once;
 
 use crate::mem::{sentinel, sys};
 
 /// The generation: 0 in the process that first used the library, one more
 /// per fork below it. The armed sentinel holds `generation + 1`.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
-static INSTALL: Once = Once::new();
+/// The one-time install: `NOT_INSTALLED`, `INSTALLED`, or the pid of the
+/// process whose thread is installing. Not a `std::sync::Once`: a fork taken
+/// while another thread installs copies a `Once` that no thread of the child
+/// will ever finish, and the child's first call would wait forever. A pid
+/// that is not ours says the install was copied mid-flight: take it over.
+static INSTALL: AtomicU64 = AtomicU64::new(NOT_INSTALLED);
+const NOT_INSTALLED: u64 = 0;
+const INSTALLED: u64 = u64::MAX;
 /// The sentinel word (or the cached pid) while a child's work runs.
 const BUSY: u64 = u64::MAX;
 
@@ -55,21 +61,63 @@ thread_local! {
 /// Register the at-fork handlers and make the sentinel, once per process.
 /// Called before the first secret (or memory file) exists.
 pub(crate) fn install() {
-    // The warnings are logged after `call_once` returns: a subscriber that
-    // makes a secret would call `install` again inside it and wait forever.
+    if INSTALL.load(Ordering::Acquire) != INSTALLED {
+        install_slow();
+    }
+    // Every entry point installs: so the first call of a raw fork child,
+    // whichever it is (a factory, say), also notices the fork.
+    let _ = generation();
+}
+
+#[cold]
+fn install_slow() {
+    let me = sys::getpid();
+    loop {
+        let seen = INSTALL.load(Ordering::Acquire);
+        if seen == INSTALLED {
+            return;
+        }
+        if seen == me {
+            // Another thread of this process is installing.
+            sys::yield_now();
+            continue;
+        }
+        // Not started, or copied mid-install from a fork parent (no thread
+        // here runs it): ours to do. Redoing a step is harmless (the
+        // sentinel keeps a published word; a second set of handlers only
+        // announces each fork twice).
+        if INSTALL
+            .compare_exchange(seen, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let failed = install_once();
+            INSTALL.store(INSTALLED, Ordering::Release);
+            warn_install_failures(failed);
+            return;
+        }
+    }
+}
+
+/// Make the sentinel and register the handlers; returns their failures,
+/// to be logged once the install is marked done (a subscriber that makes a
+/// secret would otherwise wait for this install forever).
+fn install_once() -> (Option<std::io::Error>, Option<std::io::Error>) {
     let mut failed = (None, None);
-    INSTALL.call_once(|| {
-        if let Err(e) = sentinel::install(GENERATION.load(Ordering::Acquire) + 1) {
-            PID.store(sys::getpid(), Ordering::Release);
-            BY_PID.store(true, Ordering::Release);
-            failed.0 = Some(e);
-        }
-        // Failure leaves the fence without effect; the sentinel still
-        // detects every child and the fork advice keeps the bytes out of it.
-        if let Err(e) = sys::register_atfork(prepare, parent, child) {
-            failed.1 = Some(e);
-        }
-    });
+    if let Err(e) = sentinel::install(GENERATION.load(Ordering::Acquire) + 1) {
+        PID.store(sys::getpid(), Ordering::Release);
+        BY_PID.store(true, Ordering::Release);
+        failed.0 = Some(e);
+    }
+    // Failure leaves the fence without effect; the sentinel still
+    // detects every child and the fork advice keeps the bytes out of it.
+    if let Err(e) = sys::register_atfork(prepare, parent, child) {
+        failed.1 = Some(e);
+    }
+    failed
+}
+
+/// Log what [`install_once`] could not do (user code: outside the install).
+fn warn_install_failures(failed: (Option<std::io::Error>, Option<std::io::Error>)) {
     if let Some(e) = failed.0 {
         crate::shield::shield(
             || tracing::warn!(error = %e, "securememory: no MADV_WIPEONFORK sentinel; fork children are detected by pid (one getpid per access)"),

@@ -69,9 +69,9 @@ struct PageAlloc {
     punched: HashMap<u64, Vec<u64>>,
 }
 
-fn open() -> Result<MemoryFile, String> {
-    let fd = sys::memfd_create(c"securememory").map_err(|e| format!("memfd_create: {e}"))?;
-    sys::fchmod_none(fd.as_raw_fd()).map_err(|e| format!("fchmod: {e}"))?;
+fn open() -> Result<MemoryFile, (&'static str, std::io::Error)> {
+    let fd = sys::memfd_create(c"securememory").map_err(|e| ("memfd_create", e))?;
+    sys::fchmod_none(fd.as_raw_fd()).map_err(|e| ("fchmod", e))?;
     Ok(MemoryFile {
         id: sys::file_id(fd.as_raw_fd()),
         fd: AtomicI32::new(fd.into_raw_fd()),
@@ -79,8 +79,9 @@ fn open() -> Result<MemoryFile, String> {
     })
 }
 
-/// The memory file of this process (of this fork generation), made on first use.
-pub(crate) fn current() -> Result<&'static MemoryFile, Error> {
+/// The memory file of this process (of this fork generation), made on first
+/// use (for a request of `bytes` bytes, which a refusal names).
+pub(crate) fn current(bytes: usize) -> Result<&'static MemoryFile, Error> {
     fork::install();
     let generation = fork::generation() as usize;
     let slot = FILES.get(generation).ok_or_else(|| {
@@ -96,8 +97,15 @@ pub(crate) fn current() -> Result<&'static MemoryFile, Error> {
     // open a file here; the loser's is closed when it drops. Fenced: a fork
     // must not copy a descriptor that the child handler cannot find yet.
     let fence = fork::fence();
-    let store =
-        open().map_err(|why| Error::Unsupported(format!("memfd backend unavailable: {why}")))?;
+    // A limit (descriptors, memory) is that limit, not "unsupported".
+    let store = open().map_err(|(call, e)| match crate::limits::explain(bytes, &e) {
+        Some(limit) => Error::LimitReached {
+            bytes,
+            limit,
+            source: e,
+        },
+        None => Error::Unsupported(format!("memfd backend unavailable: {call}: {e}")),
+    })?;
     let _ = slot.set(store);
     drop(fence);
     Ok(slot.get().expect("set just above"))

@@ -72,9 +72,16 @@ pub(crate) fn created(elapsed: Duration) {
     shield(|| metrics::histogram!("secret.allocation.seconds").record(elapsed.as_secs_f64()));
 }
 
-pub(crate) fn closed() {
-    let n = IN_USE.fetch_sub(1, Ordering::Relaxed) - 1;
-    shield(|| metrics::gauge!("secret.inuse").set(n as f64));
+/// Count a secret closed. No user code: called inside the release, so that
+/// a concurrent `close`, woken when the release ends, sees it counted.
+/// Returns the count for [`closed`].
+pub(crate) fn count_closed() -> u64 {
+    IN_USE.fetch_sub(1, Ordering::Relaxed) - 1
+}
+
+/// Publish the in-use count after a close (user code: outside the release).
+pub(crate) fn closed(in_use: u64) {
+    shield(|| metrics::gauge!("secret.inuse").set(in_use as f64));
 }
 
 #[inline]

@@ -91,6 +91,11 @@ pub enum AccessPath {
     /// `PROT_NONE` throughout: no page-table change, no cross-CPU interrupt.
     /// A secret larger than the scratch buffer
     /// ([`scratch_capacity`](crate::scratch_capacity)) uses the window instead.
+    /// A pool with [`PoolProtection::ProtectionKey`](crate::PoolProtection)
+    /// is the exception to the kernel copy and to `PROT_NONE`: its pages are
+    /// read-write in the page tables, denied by the key, and the copy is a
+    /// user-space copy (no vector register) with the key open in the calling
+    /// thread.
     Copy,
     /// The secret's pages are made readable (`mprotect`) while at least one
     /// access is in flight; overlapping accesses share one window. The

@@ -25,6 +25,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::access::Drained;
 use crate::error::{Error, Result};
 use crate::mem::pkey::Pkey;
 use crate::mem::region::{BackingKind, Region, RegionSpec};
@@ -134,7 +135,20 @@ impl Slot {
 
     /// Wipe the slot (at once) and return it to its class. Only the first
     /// call does: a slot given back twice would be handed to two secrets.
+    /// A chunk this leaves empty and returns is unmapped when its last
+    /// `Slot` value is dropped (see [`release_closed`](Self::release_closed)).
     pub(crate) fn release(&self) -> Result<()> {
+        self.release_with(None)
+    }
+
+    /// [`release`](Self::release) by a secret's `close`: a chunk this
+    /// leaves empty and returns is wiped, unlocked and unmapped now, not
+    /// when the closed secrets that held its slots are dropped.
+    pub(crate) fn release_closed(&self, drained: &Drained) -> Result<()> {
+        self.release_with(Some(drained))
+    }
+
+    fn release_with(&self, drained: Option<&Drained>) -> Result<()> {
         if self.released.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -149,11 +163,17 @@ impl Slot {
             .wipe_in(self.offset(), self.chunk.slot_size);
         #[cfg(feature = "test-hooks")]
         crate::mem::observe::wiped(|| self.snapshot());
-        give_back(self.chunk.region.key(), self.class, self.id, self.index);
+        give_back(
+            self.chunk.region.key(),
+            self.class,
+            self.id,
+            self.index,
+            drained,
+        );
         wiped
     }
 
-    fn chunk_fork_gen(&self) -> u64 {
+    pub(crate) fn chunk_fork_gen(&self) -> u64 {
         self.chunk.region.fork_gen()
     }
 
@@ -181,12 +201,23 @@ pub(crate) fn create(
 ) -> Result<Slot> {
     let class = class_of(len);
     let slot = take(class, lock, key)?;
+    // A fork from user code (a metrics recorder, the caller's reader) on
+    // this thread goes on here in the child too, where the chunk is not
+    // mapped: never write into it there.
+    let mine = || {
+        if crate::fork::generation() == slot.chunk_fork_gen() {
+            Ok(())
+        } else {
+            Err(Error::Forked)
+        }
+    };
     let placed = match src {
         // The caller's bytes go straight into the slot.
-        Source::Bytes(b) => slot.chunk.region.write_in(slot.offset(), b),
+        Source::Bytes(b) => mine().and_then(|()| slot.chunk.region.write_in(slot.offset(), b)),
         // Random or read bytes are staged in this thread's locked, wiped
         // scratch buffer, never in ordinary memory.
         _ => stage(len, src, lock, |buf| {
+            mine()?;
             slot.chunk.region.write_in(slot.offset(), buf)
         }),
     };
@@ -329,7 +360,7 @@ fn new_chunk(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Entry>
 
 /// Runs only in the generation that made the chunk (see `Slot::release`).
 /// Reports (and drops a returned chunk) after the class lock is released.
-fn give_back(key: Option<Pkey>, class: usize, id: usize, index: u32) {
+fn give_back(key: Option<Pkey>, class: usize, id: usize, index: u32, drained: Option<&Drained>) {
     let Ok(classes) = classes(key) else {
         return;
     };
@@ -353,8 +384,16 @@ fn give_back(key: Option<Pkey>, class: usize, id: usize, index: u32) {
     metrics::pool_changed(0, -1, 0);
     if let Some(e) = returned {
         metrics::pool_changed(-(e.chunk.pages as i64), 0, -(e.slots as i64));
-        // The slot being released still holds an Arc: the region is
-        // unmapped when that slot value is dropped, right after this call.
+        if let Some(drained) = drained {
+            // Out of the table and every slot free: each secret that held
+            // one has run its release (its gate closed and drained), so no
+            // access of this chunk can happen again. Closed secrets still
+            // hold `Arc`s to it; without this it would stay mapped, locked
+            // and counted until they are dropped.
+            let _ = e.chunk.region.release(drained);
+        }
+        // Otherwise the region is unmapped when the last slot value holding
+        // it is dropped (the one being released, right after this call).
         drop(e);
     }
 }

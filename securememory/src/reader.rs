@@ -12,8 +12,8 @@ use crate::secret::Secret;
 /// error is [`Error::Closed`](crate::Error::Closed).
 ///
 /// Each `read` puts the bytes straight into the buffer it is given: a kernel
-/// copy on the copy path, and on the window path or from a keyed pool one
-/// `rep movsb` that leaves nothing in vector registers (see the core-dump
+/// copy on the copy path, and on the window path or from a keyed pool a
+/// copy through one general-purpose register that leaves nothing in vector registers (see the core-dump
 /// guarantee in the README). That buffer is the caller's: wipe it (for
 /// instance with `zeroize`) when done.
 ///

@@ -146,12 +146,19 @@ impl Secret {
     ) -> Secret {
         Secret {
             gate: Gate::new(),
-            storage,
             len,
             path,
             backend,
             lock,
-            fork_gen: fork::generation(),
+            // The storage's generation, not now: a fork from user code
+            // called during the creation (a metrics recorder, a `tracing`
+            // subscriber) goes on in the child, where this storage is the
+            // parent's (not mapped, or zeroed).
+            fork_gen: match &storage {
+                Storage::Pages { region, .. } => region.fork_gen(),
+                Storage::Slot(slot) => slot.chunk_fork_gen(),
+            },
+            storage,
         }
     }
 
@@ -287,6 +294,12 @@ impl Secret {
         };
         let w = self.window();
         let entered = self.gate.enter_window(&w)?;
+        // The recorder told of the protection change (user code, called
+        // once the window is open) may have forked: in that child the pages
+        // are the parent's, zeroed or unmapped; never show them.
+        if fork::generation() != self.fork_gen {
+            return Err(Error::Forked);
+        }
         let r = f(region.view(*off, self.len, &entered));
         entered.finish()?;
         Ok(r)
@@ -372,13 +385,14 @@ impl Secret {
     ///   pages (the map-count limit); they stay mapped and counted, are
     ///   never reused, and a later release unmaps them.
     pub fn close(&self) -> Result<()> {
-        if Active::contains(&self.gate) {
+        if self.gate.is_releasing_here() {
             // This thread is releasing this secret and the code the release
             // reports to (a metrics recorder) closed it again: that close is
-            // the one in progress, further up this thread's stack.
-            if self.gate.is_releasing() {
-                return Ok(());
-            }
+            // the one in progress, further up this thread's stack. (Known
+            // by the gate, not the access stack, which may be full.)
+            return Ok(());
+        }
+        if Active::contains(&self.gate) {
             return Err(Error::CloseWithinAccess);
         }
         if self.fork_gen != fork::generation() {
@@ -396,21 +410,19 @@ impl Secret {
         // while a lock is held. The gate marks it claimed before it runs, so
         // it runs at most once even if it unwinds.
         let released = self.gate.close(|drained| {
-            // Marks this thread as the releaser (see the top of `close`).
-            let _releasing = Active::push(&self.gate).ok();
             let canary = self.canary_intact(drained);
             let wiped = match &self.storage {
                 Storage::Pages { region, .. } => region.release(drained),
-                Storage::Slot(slot) => slot.release(),
+                Storage::Slot(slot) => slot.release_closed(drained),
             };
-            (canary, wiped)
+            (canary, wiped, metrics::count_closed())
         });
-        let Some((canary, wiped)) = released else {
+        let Some((canary, wiped, in_use)) = released else {
             return Ok(());
         };
         // Reported once the secret is closed for good: the recorder and the
         // subscriber may panic (swallowed) or re-enter the library.
-        metrics::closed();
+        metrics::closed(in_use);
         let (len, backend) = (self.len, self.backend);
         shield(|| tracing::debug!(len, backend = ?backend, "securememory: secret closed"));
         match canary {

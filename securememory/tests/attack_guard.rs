@@ -71,23 +71,6 @@ fn case(name: &str) {
             assert_eq!(s.access_path(), AccessPath::Copy);
             s.with_bytes(|b| read_one_past(name, b)).unwrap();
         }
-        // The README: "the outermost access's copy ends flush against" the
-        // trailing guard page, whatever the layout.
-        "page-outermost" => {
-            let f = ProtectedFactory::new(
-                Options::default()
-                    .backend(Backend::Memfd)
-                    .access(AccessPath::Copy),
-            )
-            .unwrap();
-            let s = f.new(&mut filled(77)).unwrap();
-            s.with_bytes(|b| read_one_past(name, b)).unwrap();
-        }
-        "pooled-outermost" => {
-            let f = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
-            let s = f.new(&mut filled(77)).unwrap();
-            s.with_bytes(|b| read_one_past(name, b)).unwrap();
-        }
         "over-capacity-window" => {
             let s = g.new(&mut filled(scratch_capacity() + 1)).unwrap();
             s.with_bytes(|b| read_one_past(name, b)).unwrap();
@@ -147,8 +130,6 @@ fn attack_guarded_read_past_the_end_dies_everywhere() {
     }
     for name in [
         "capacity",
-        "page-outermost",
-        "pooled-outermost",
         "over-capacity-window",
         "deep-32",
         "tls-dtor",

@@ -39,8 +39,8 @@ use common::procfs::{is_locked_at, perms_at};
 use common::rlimit::memlock;
 use securememory::test_hooks::{clear_faults, data_pages, fail_next, take_last_wiped, FaultOp};
 use securememory::{
-    stats, system, Backend, Error, LockPolicy, ProtectedFactory, Secret, SecretFactory,
-    POOL_MAX_SLOT,
+    stats, system, Backend, Error, LockPolicy, ProcessLimit, ProtectedFactory, Secret,
+    SecretFactory, POOL_MAX_SLOT,
 };
 use support_parity::{pattern, warm_up, Footprint};
 
@@ -709,7 +709,7 @@ child_test! {
     fn memfd_create_failure_is_a_typed_error() {
         let f = ProtectedFactory::default();
         let base = Footprint::now();
-        fail_next(FaultOp::MemfdCreate, 0, EMFILE);
+        fail_next(FaultOp::MemfdCreate, 0, libc::EPERM);
         let r = create(&f, Ctor::New, 32);
         clear_faults();
         assert!(
@@ -718,6 +718,16 @@ child_test! {
             r.map(|s| s.len())
         );
         base.assert_unchanged("failed memfd_create");
+        // Out of descriptors is that limit, not "unsupported".
+        fail_next(FaultOp::MemfdCreate, 0, EMFILE);
+        let r = create(&f, Ctor::New, 32);
+        clear_faults();
+        assert!(
+            matches!(&r, Err(Error::LimitReached { limit: ProcessLimit::Descriptors { .. }, .. })),
+            "{:?}",
+            r.map(|s| s.len())
+        );
+        base.assert_unchanged("memfd_create out of descriptors");
     }
 }
 

@@ -31,6 +31,7 @@ pub(super) fn memlock(r: &SystemReport) -> Memlock {
     Memlock {
         soft: r.memlock_soft,
         hard: r.memlock_hard,
+        limit_unknown: r.memlock_unknown,
         cap_ipc_lock: r.cap_ipc_lock,
         limit_applies,
         running_as_root: running_as_root(),

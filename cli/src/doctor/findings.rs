@@ -43,6 +43,9 @@ pub(super) struct Findings {
 pub(super) struct Memlock {
     pub(super) soft: Option<u64>,
     pub(super) hard: Option<u64>,
+    /// The limit could not be read (`prlimit64` refused): `soft` and `hard`
+    /// are unknown, not unlimited, and the kernel decides each request.
+    pub(super) limit_unknown: bool,
     pub(super) cap_ipc_lock: bool,
     /// Whether the soft limit binds this process (no CAP_IPC_LOCK, not unlimited).
     pub(super) limit_applies: bool,

@@ -35,7 +35,14 @@ fn memlock(o: &mut Formatter<'_>, f: &Findings) -> fmt::Result {
         o,
         "Locked memory (RLIMIT_MEMLOCK): secrets are locked into RAM so they are never swapped"
     )?;
-    writeln!(o, "  limit: soft {}, hard {}", Bytes(m.soft), Bytes(m.hard))?;
+    if m.limit_unknown {
+        writeln!(
+            o,
+            "  limit: unknown (the limit could not be read: prlimit64 refused, a seccomp filter?); the library counts what it locks and the kernel decides each request"
+        )?;
+    } else {
+        writeln!(o, "  limit: soft {}, hard {}", Bytes(m.soft), Bytes(m.hard))?;
+    }
     if m.cap_ipc_lock {
         writeln!(
             o,
@@ -49,6 +56,13 @@ fn memlock(o: &mut Formatter<'_>, f: &Findings) -> fmt::Result {
         )?;
     } else {
         writeln!(o, "  CAP_IPC_LOCK: no: the limit applies")?;
+    }
+    if m.limit_unknown && !m.cap_ipc_lock {
+        writeln!(
+            o,
+            "  allows: unknown; pool chunks are made one page at a time so that the kernel's own answer decides"
+        )?;
+        return Ok(());
     }
     if !m.limit_applies {
         writeln!(

@@ -21,8 +21,8 @@
 //! References: pkeys(7), pkey_alloc(2), pkey_mprotect(2); Intel SDM vol. 3A
 //! section 4.6.2 "Protection Keys".
 
+use super::once::ForkSafeOnce;
 use std::io;
-use std::sync::OnceLock;
 
 use super::copy;
 use super::inject::{self, Op};
@@ -46,8 +46,31 @@ impl Pkey {
 /// The process's pool key, allocated on first use: `Ok`, or why there is
 /// none. One key serves every pool chunk (there are only 15).
 pub(crate) fn pool_key() -> Result<Pkey, String> {
-    static KEY: OnceLock<Result<Pkey, String>> = OnceLock::new();
-    KEY.get_or_init(alloc).clone()
+    static KEY: ForkSafeOnce<Result<Pkey, String>> = ForkSafeOnce::new();
+    if let Some(known) = KEY.get() {
+        return known.clone();
+    }
+    // Every key taken (by the program, for now) is not remembered: only a
+    // key, or "this machine has none", is.
+    let (got, last) = match alloc() {
+        Err(Refusal::Now(why)) => return Err(why),
+        Err(Refusal::Always(why)) => (Err(why), None),
+        Ok(key) => (Ok(key), Some(key)),
+    };
+    let kept = KEY.get_or_init(|| got).clone();
+    if let (Some(mine), Ok(kept)) = (last, &kept) {
+        if mine != *kept {
+            // Another thread's key was kept first.
+            free(mine);
+        }
+    }
+    kept
+}
+
+/// Why no key: for the life of the process, or for now.
+enum Refusal {
+    Always(String),
+    Now(String),
 }
 
 /// `PKEY_DISABLE_ACCESS` of pkey_alloc(2) (not in the `libc` crate).
@@ -55,7 +78,7 @@ pub(crate) fn pool_key() -> Result<Pkey, String> {
 const PKEY_DISABLE_ACCESS: libc::c_ulong = 0x1;
 
 #[cfg(target_arch = "x86_64")]
-fn alloc() -> Result<Pkey, String> {
+fn alloc() -> Result<Pkey, Refusal> {
     let before = os_enabled_pku().then(read_pkru);
     // SAFETY: pkey_alloc takes two integers and touches no memory of ours.
     let r = unsafe {
@@ -68,9 +91,12 @@ fn alloc() -> Result<Pkey, String> {
     if r < 0 {
         let e = io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::ENOSYS) => "the kernel has no pkey_alloc (needs Linux 4.9+ with CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS)".into(),
-            Some(libc::ENOSPC | libc::EINVAL) => format!("no protection key available (the CPU or kernel lacks pku/ospke, or all 15 keys are taken): {e}"),
-            _ => format!("pkey_alloc failed: {e}"),
+            Some(libc::ENOSYS) => Refusal::Always("the kernel has no pkey_alloc (needs Linux 4.9+ with CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS)".into()),
+            // The kernel answers ENOSPC also when the CPU or kernel lacks
+            // keys; with them enabled it means every key is taken.
+            Some(libc::ENOSPC) if before.is_some() => Refusal::Now(format!("no protection key available: all 15 keys are taken (not remembered: asked again next time): {e}")),
+            Some(libc::ENOSPC | libc::EINVAL) => Refusal::Always(format!("no protection key available (the CPU or kernel lacks pku/ospke): {e}")),
+            _ => Refusal::Always(format!("pkey_alloc failed: {e}")),
         });
     }
     let key = Pkey(r as u32);
@@ -81,10 +107,10 @@ fn alloc() -> Result<Pkey, String> {
     // had before stands for those: if it allowed the key, others may too.
     if let Some(pkru) = before.filter(|pkru| pkru & key.access_disable_bit() == 0) {
         free(key);
-        return Err(format!(
+        return Err(Refusal::Always(format!(
             "this thread's PKRU ({pkru:#010x}) allowed access to protection key {} before it was allocated: the program or the system default opens keys, so other threads could read the pool",
             key.0
-        ));
+        )));
     }
     Ok(key)
 }
@@ -110,8 +136,15 @@ fn free(key: Pkey) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn alloc() -> Result<Pkey, String> {
-    Err("protection keys are supported on x86_64 only".into())
+fn free(_: Pkey) {
+    unreachable!("no protection key exists on this architecture")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn alloc() -> Result<Pkey, Refusal> {
+    Err(Refusal::Always(
+        "protection keys are supported on x86_64 only".into(),
+    ))
 }
 
 /// Give `[addr, addr + len)` read-write protection and `key`.

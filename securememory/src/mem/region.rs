@@ -207,6 +207,16 @@ impl Region {
             fill(bytes)?;
         }
         region.set_prot(Prot::None)?;
+        // A fork from user code called during the creation (a metrics
+        // recorder, a `tracing` subscriber, the caller's reader) goes on
+        // here in the child, with pages that are the parent's (gone, or
+        // zeroed) or made after the fork outside the child's budget: no
+        // secret there. Released as the child's own (wiped, unmapped).
+        let now = fork::generation();
+        if now != fork_gen {
+            region.fork_gen = now;
+            return Err(Error::Forked);
+        }
         Ok(region)
     }
 
@@ -260,7 +270,7 @@ impl Region {
                 }
             }
             BackingKind::Memfd => {
-                let file = memfile::current()?;
+                let file = memfile::current(data_len)?;
                 self.file_off = file.alloc(data_len as u64)?;
                 self.file = Some(file);
                 let fd = file.fd()?;

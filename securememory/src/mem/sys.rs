@@ -7,9 +7,9 @@
 //! the test running on this thread wants it to fail, so that each failure
 //! path can be exercised without a hostile kernel.
 
+use super::once::ForkSafeOnce;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
 
 use super::inject::{self, Op};
 
@@ -40,7 +40,7 @@ fn last_error() -> io::Error {
 /// # References
 /// - sysconf(3), `_SC_PAGESIZE`
 pub(crate) fn page_size() -> usize {
-    static PAGE: OnceLock<usize> = OnceLock::new();
+    static PAGE: ForkSafeOnce<usize> = ForkSafeOnce::new();
     *PAGE.get_or_init(|| {
         // SAFETY: sysconf has no memory-safety preconditions.
         let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -57,7 +57,7 @@ pub(crate) fn page_size() -> usize {
 /// # References
 /// - sysconf(3), `_SC_PHYS_PAGES`
 pub(crate) fn physical_memory() -> Option<u64> {
-    static RAM: OnceLock<Option<u64>> = OnceLock::new();
+    static RAM: ForkSafeOnce<Option<u64>> = ForkSafeOnce::new();
     *RAM.get_or_init(|| {
         // SAFETY: sysconf has no memory-safety preconditions.
         let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
