@@ -1,0 +1,220 @@
+//! README claims about the public API that no other test asserted, each
+//! checked in a child process of its own (process-wide figures and limits).
+
+#[macro_use]
+mod common;
+
+use std::io::{Cursor, Read, Write};
+use std::os::fd::AsFd;
+
+use securememory::{
+    AccessPath, Backend, CoreDumps, Error, Layout, Options, PoolProtection, ProtectedFactory,
+    Secret, SecretFactory,
+};
+
+fn filled(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 + 1).collect()
+}
+
+child_test! {
+    /// "`Auto` is `Copy` on `Memfd`, `Window` elsewhere. `secret.access_path()`
+    /// tells which one a secret uses"; "Invalid combinations (the copy path or
+    /// the pool on a backend other than `Memfd` ...) fail at
+    /// `ProtectedFactory::new` with `Error::Unsupported`".
+    fn access_auto_and_invalid_combinations() {
+        let f = ProtectedFactory::default();
+        assert_eq!(f.create_random(32).unwrap().access_path(), AccessPath::Copy);
+        let a = ProtectedFactory::new(Options::default().backend(Backend::Anonymous)).unwrap();
+        assert_eq!(a.create_random(32).unwrap().access_path(), AccessPath::Window);
+        for backend in [Backend::Anonymous, Backend::MemfdSecret] {
+            if backend == Backend::MemfdSecret && securememory::memfd_secret_status().is_err() {
+                continue;
+            }
+            let copy = ProtectedFactory::new(Options::default().backend(backend).access(AccessPath::Copy));
+            assert!(matches!(copy, Err(Error::Unsupported(_))), "{backend:?} copy: {copy:?}");
+            let pool = ProtectedFactory::new(Options::default().backend(backend).layout(Layout::Pooled));
+            assert!(matches!(pool, Err(Error::Unsupported(_))), "{backend:?} pool: {pool:?}");
+        }
+        if securememory::memfd_secret_status().is_err() {
+            let r = ProtectedFactory::new(Options::default().backend(Backend::MemfdSecret));
+            assert!(matches!(r, Err(Error::Unsupported(_))), "{r:?}");
+        }
+        // `Auto` resolves: `options().backend` names what it chose.
+        let auto = ProtectedFactory::new(Options::default().backend(Backend::Auto)).unwrap();
+        let chosen = auto.options().backend;
+        if securememory::memfd_secret_status().is_ok() {
+            assert_eq!(chosen, Backend::MemfdSecret);
+        } else {
+            assert_eq!(chosen, Backend::Memfd);
+        }
+        assert_eq!(auto.create_random(32).unwrap().backend(), chosen);
+    }
+}
+
+child_test! {
+    /// "`Pooled`: secrets up to 1024 bytes share locked pages"; the rustdoc:
+    /// larger ones get pages of their own.
+    fn pool_holds_up_to_1024_bytes() {
+        assert_eq!(securememory::POOL_MAX_SLOT, 1024);
+        let f = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
+        let before = securememory::stats().pool_slots_used;
+        let small = f.new(&mut filled(1024)).unwrap();
+        assert_eq!(securememory::stats().pool_slots_used, before + 1);
+        let big = f.new(&mut filled(1025)).unwrap();
+        assert_eq!(securememory::stats().pool_slots_used, before + 1);
+        assert_eq!(big.with_bytes(|b| b.to_vec()).unwrap(), filled(1025));
+        assert_eq!(small.with_bytes(|b| b.to_vec()).unwrap(), filled(1024));
+    }
+}
+
+child_test! {
+    /// "The scratch buffer is two locked ... pages (`scratch_capacity()`
+    /// bytes)"; "an 8 KiB locked scratch buffer"; "A secret larger than the
+    /// scratch capacity takes the window path instead".
+    fn scratch_is_two_pages_and_larger_secrets_still_read() {
+        let page = common::page_size();
+        assert_eq!(securememory::scratch_capacity(), 2 * page);
+        let f = ProtectedFactory::default();
+        let len = securememory::scratch_capacity() + 1;
+        let s = f.new(&mut filled(len)).unwrap();
+        assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), filled(len));
+        let mut out = Vec::new();
+        s.reader().read_to_end(&mut out).unwrap();
+        assert_eq!(out, filled(len));
+    }
+}
+
+child_test! {
+    /// Quickstart and "Other ways in": the source is wiped; a failed
+    /// creation leaves it (rustdoc); `reader()` gives `Ok(0)` at the end;
+    /// `from_fd` consumes nothing past the secret; `from_reader` ending early
+    /// is `ReadFailed`; `Secret` is `Send + Sync`; dropping closes.
+    fn quickstart_and_other_ways_in() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Secret>();
+        let f = ProtectedFactory::default();
+        let mut key = filled(32);
+        let s = f.new(&mut key).unwrap();
+        assert_eq!(key, vec![0u8; 32]);
+        let mut r = s.reader();
+        let mut buf = [0u8; 20];
+        assert_eq!(r.read(&mut buf).unwrap(), 20);
+        assert_eq!(r.read(&mut buf).unwrap(), 12);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+
+        let mut empty: [u8; 0] = [];
+        assert!(matches!(f.new(&mut empty), Err(Error::InvalidSize { .. })));
+
+        let (rd, mut wr) = std::io::pipe().unwrap();
+        wr.write_all(&filled(40)).unwrap();
+        drop(wr);
+        let s2 = f.from_fd(rd.as_fd(), 32).unwrap();
+        assert_eq!(s2.with_bytes(|b| b.to_vec()).unwrap(), filled(32));
+        let mut rest = Vec::new();
+        (&rd).read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, filled(40)[32..].to_vec());
+
+        let short = f.from_reader(&mut Cursor::new(vec![1u8; 8]), 32);
+        assert!(matches!(short, Err(Error::ReadFailed(_))), "{:?}", short.map(|s| s.len()));
+
+        let in_use = securememory::stats().in_use;
+        drop(s);
+        drop(s2);
+        assert_eq!(securememory::stats().in_use, in_use - 2);
+    }
+}
+
+child_test! {
+    /// "Accesses nest up to 32 deep per thread (`Error::NestingTooDeep`
+    /// beyond)"; "A panic inside the closure ends the access on unwind ...
+    /// the secret stays usable"; close inside an access is
+    /// `CloseWithinAccess` and leaves the secret open.
+    fn nesting_panics_and_close_within_access() {
+        fn nest(s: &Secret, depth: usize) -> Result<usize, Error> {
+            s.with_bytes(|_| if depth == 1 { Ok(1) } else { nest(s, depth - 1).map(|d| d + 1) })?
+        }
+        for opts in [
+            Options::default(),
+            Options::default().layout(Layout::Pooled),
+            Options::default().backend(Backend::Anonymous),
+        ] {
+            let f = ProtectedFactory::new(opts).unwrap();
+            let s = f.create_random(32).unwrap();
+            assert_eq!(nest(&s, 32).unwrap(), 32);
+            assert!(matches!(nest(&s, 33), Err(Error::NestingTooDeep(_))), "{opts:?}");
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                s.with_bytes(|_| panic!("inside")).ok()
+            }));
+            assert!(r.is_err());
+            assert_eq!(s.with_bytes(|b| b.len()).unwrap(), 32);
+            assert!(matches!(s.with_bytes(|_| s.close()).unwrap(), Err(Error::CloseWithinAccess)));
+            assert!(!s.is_closed());
+            s.close().unwrap();
+            assert!(matches!(s.with_bytes(|_| ()), Err(Error::Closed)));
+        }
+    }
+}
+
+child_test! {
+    /// "`DisableForProcess` also sets `RLIMIT_CORE` to 0 ... (also
+    /// `securememory::disable_core_dumps()`)"; the default leaves it.
+    fn disable_for_process_sets_rlimit_core_to_zero() {
+        let core = || {
+            let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit writes the struct it is given.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut r) }, 0);
+            r.rlim_cur
+        };
+        let r = libc::rlimit { rlim_cur: 4096, rlim_max: 4096 };
+        // SAFETY: setrlimit reads the struct it is given.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &r) }, 0);
+        ProtectedFactory::default().create_random(8).unwrap();
+        assert_eq!(core(), 4096);
+        ProtectedFactory::new(Options::default().core_dumps(CoreDumps::DisableForProcess)).unwrap();
+        assert_eq!(core(), 0);
+        // The hard limit may be 0 now too, so the function is checked after.
+        securememory::disable_core_dumps().unwrap();
+        assert_eq!(core(), 0);
+    }
+}
+
+child_test! {
+    /// `pool_protection` `Auto`: "the key where available and the CPU is not
+    /// affected by Meltdown"; `ProtectionKey` is `Unsupported` where the
+    /// machine has no keys.
+    fn pool_protection_auto_follows_keys_and_meltdown() {
+        let keys = securememory::protection_keys_status().is_ok();
+        let auto = ProtectedFactory::new(
+            Options::default().layout(Layout::Pooled).pool_protection(PoolProtection::Auto),
+        )
+        .unwrap();
+        let want = if keys && securememory::keys_resist_speculation() {
+            PoolProtection::ProtectionKey
+        } else {
+            PoolProtection::ProtNone
+        };
+        assert_eq!(auto.options().pool_protection, want);
+        let explicit = ProtectedFactory::new(
+            Options::default().layout(Layout::Pooled).pool_protection(PoolProtection::ProtectionKey),
+        );
+        assert_eq!(explicit.is_ok(), keys, "{explicit:?}");
+        if !keys {
+            assert!(matches!(explicit, Err(Error::Unsupported(_))));
+        }
+    }
+}
+
+child_test! {
+    /// "(also `securememory::disable_core_dumps()`)": the function alone
+    /// sets `RLIMIT_CORE` to 0.
+    fn disable_core_dumps_alone_sets_rlimit_core_to_zero() {
+        let r = libc::rlimit { rlim_cur: 4096, rlim_max: 4096 };
+        // SAFETY: setrlimit reads the struct it is given.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &r) }, 0);
+        securememory::disable_core_dumps().unwrap();
+        let mut got = libc::rlimit { rlim_cur: 1, rlim_max: 1 };
+        // SAFETY: getrlimit writes the struct it is given.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut got) }, 0);
+        assert_eq!(got.rlim_cur, 0);
+    }
+}
