@@ -218,3 +218,19 @@ child_test! {
         assert_eq!(got.rlim_cur, 0);
     }
 }
+
+child_test! {
+    /// The other refused combinations (README "Invalid combinations"): the
+    /// window path with the pool, `ProtectionKey` without the pool; and the
+    /// `Auto` backend with the pool resolves to `Memfd` (the pool needs it),
+    /// even where `memfd_secret` is available.
+    fn pool_window_and_key_without_pool_are_refused() {
+        let w = ProtectedFactory::new(Options::default().layout(Layout::Pooled).access(AccessPath::Window));
+        assert!(matches!(w, Err(Error::Unsupported(_))), "{w:?}");
+        let k = ProtectedFactory::new(Options::default().pool_protection(PoolProtection::ProtectionKey));
+        assert!(matches!(k, Err(Error::Unsupported(_))), "{k:?}");
+        let auto = ProtectedFactory::new(Options::default().backend(Backend::Auto).layout(Layout::Pooled)).unwrap();
+        assert_eq!(auto.options().backend, Backend::Memfd);
+        assert_eq!(auto.options().access, AccessPath::Copy);
+    }
+}
