@@ -234,3 +234,25 @@ child_test! {
         assert_eq!(auto.options().access, AccessPath::Copy);
     }
 }
+
+child_test! {
+    /// `SecretReader`'s rustdoc: on a closed secret `read` fails with an
+    /// `io::Error` whose inner error is `Error::Closed`; the README: a read
+    /// at the end is `Ok(0)` and counts no access (no protection change on
+    /// the window path).
+    fn reader_on_closed_secret_and_at_the_end() {
+        for opts in [Options::default(), Options::default().backend(Backend::Anonymous)] {
+            let s = ProtectedFactory::new(opts).unwrap().create_random(8).unwrap();
+            let mut r = s.reader();
+            let mut buf = [0u8; 8];
+            assert_eq!(r.read(&mut buf).unwrap(), 8);
+            let changes = securememory::stats().protection_changes;
+            assert_eq!(r.read(&mut buf).unwrap(), 0);
+            assert_eq!(securememory::stats().protection_changes, changes, "{opts:?}");
+            s.close().unwrap();
+            let e = s.reader().read(&mut buf).unwrap_err();
+            let inner = e.get_ref().and_then(|i| i.downcast_ref::<Error>());
+            assert!(matches!(inner, Some(Error::Closed)), "{opts:?}: {e:?}");
+        }
+    }
+}
