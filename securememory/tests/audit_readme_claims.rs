@@ -256,3 +256,34 @@ child_test! {
         }
     }
 }
+
+child_test! {
+    /// "Each thread that reads through the copy path keeps an 8 KiB locked
+    /// scratch buffer for its life (counted in the budget ...); nested
+    /// accesses may add 8 KiB regions for as long as the outermost access
+    /// lasts."
+    fn scratch_is_counted_per_thread_and_per_nested_region() {
+        let cap = securememory::scratch_capacity() as u64;
+        let f = ProtectedFactory::default();
+        let big = f.new(&mut filled(securememory::scratch_capacity())).unwrap();
+        let base = securememory::stats().bytes_locked;
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                big.with_bytes(|_| {
+                    assert_eq!(securememory::stats().bytes_locked, base + cap);
+                    big.with_bytes(|_| {
+                        assert_eq!(securememory::stats().bytes_locked, base + 2 * cap);
+                    })
+                    .unwrap();
+                })
+                .unwrap();
+                assert_eq!(securememory::stats().bytes_locked, base + cap);
+            })
+            // Joined (not just the scope's end): the thread's exit, where its
+            // buffer is freed, is over when `join` returns.
+            .join()
+            .unwrap();
+        });
+        assert_eq!(securememory::stats().bytes_locked, base);
+    }
+}
