@@ -287,3 +287,23 @@ child_test! {
         assert_eq!(securememory::stats().bytes_locked, base);
     }
 }
+
+child_test! {
+    /// A copy-path secret larger than the scratch capacity reports
+    /// `AccessPath::Copy` but its `with_bytes` opens a window (its pages are
+    /// readable inside, two protection changes), while its reader does not.
+    fn large_copy_path_secret_reports_copy_but_opens_a_window() {
+        let f = ProtectedFactory::default();
+        let len = securememory::scratch_capacity() + 1;
+        let s = f.new(&mut filled(len)).unwrap();
+        assert_eq!(s.access_path(), AccessPath::Copy);
+        let before = securememory::stats().protection_changes;
+        assert!(s.with_bytes(|_| s.is_readable_now().unwrap()).unwrap());
+        assert!(securememory::stats().protection_changes > before);
+        assert!(!s.is_readable_now().unwrap());
+        let before = securememory::stats().protection_changes;
+        let mut out = vec![0u8; len];
+        s.reader().read_exact(&mut out).unwrap();
+        assert_eq!(securememory::stats().protection_changes, before);
+    }
+}
