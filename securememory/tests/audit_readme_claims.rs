@@ -307,3 +307,23 @@ child_test! {
         assert_eq!(securememory::stats().protection_changes, before);
     }
 }
+
+child_test! {
+    /// The refusals table: a filter denying `getrandom` costs nothing only
+    /// when it is in place before the process's first random draw (the
+    /// getrandom crate picks its `/dev/urandom` fallback once, at that
+    /// draw); installed after it, `create_random` and a guarded creation
+    /// (its canary) are `Error::RandomFailed`, and a page `new` still works.
+    fn getrandom_denied_after_first_use() {
+        let f = ProtectedFactory::default();
+        let g = ProtectedFactory::new(Options::default().layout(Layout::Guarded)).unwrap();
+        f.create_random(32).unwrap();
+        common::seccomp::deny(&[(libc::SYS_getrandom, libc::EPERM)]).unwrap();
+        let r = f.create_random(32);
+        assert!(matches!(r, Err(Error::RandomFailed(_))), "{:?}", r.map(|s| s.len()));
+        let gr = g.new(&mut filled(32));
+        assert!(matches!(gr, Err(Error::RandomFailed(_))), "{:?}", gr.map(|s| s.len()));
+        let s = f.new(&mut filled(32)).unwrap();
+        assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), filled(32));
+    }
+}
