@@ -327,3 +327,18 @@ child_test! {
         assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), filled(32));
     }
 }
+
+child_test! {
+    /// The refusals table's `memfd_create` row: the memory file is opened
+    /// once per process; a filter installed after it is open costs nothing.
+    fn memfd_create_denied_after_the_memory_file_is_open() {
+        let f = ProtectedFactory::default();
+        let p = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
+        f.create_random(32).unwrap();
+        common::seccomp::deny(&[(libc::SYS_memfd_create, libc::EPERM)]).unwrap();
+        assert_eq!(f.new(&mut filled(32)).unwrap().with_bytes(|b| b.to_vec()).unwrap(), filled(32));
+        assert_eq!(p.new(&mut filled(32)).unwrap().len(), 32);
+        // Past the file's first growth too.
+        assert_eq!(f.new(&mut filled(4 << 20)).unwrap().len(), 4 << 20);
+    }
+}
