@@ -342,3 +342,29 @@ child_test! {
         assert_eq!(f.new(&mut filled(4 << 20)).unwrap().len(), 4 << 20);
     }
 }
+
+child_test! {
+    /// The refusals table's preface: its rows are for a filter in place from
+    /// the start. Installed later, it refuses only calls still to be made:
+    /// a pooled secret in a free slot of an existing chunk makes no
+    /// `madvise`, `mprotect` or `mmap` call, and its chunk was advised
+    /// do-not-dump when it was made.
+    fn late_madvise_and_mprotect_filters_spare_existing_pool_chunks() {
+        let p = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
+        let _keep = p.new(&mut filled(32)).unwrap();
+        // This thread's scratch buffer exists before the filter.
+        _keep.with_bytes(|_| ()).unwrap();
+        let f = ProtectedFactory::default();
+        common::seccomp::deny(&[
+            (libc::SYS_madvise, libc::EPERM),
+            (libc::SYS_mprotect, libc::EPERM),
+            (libc::SYS_mmap, libc::EPERM),
+        ])
+        .unwrap();
+        let s = p.new(&mut filled(32)).unwrap();
+        assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), filled(32));
+        s.close().unwrap();
+        let page = f.new(&mut filled(32));
+        assert!(page.is_err(), "{:?}", page.map(|s| s.len()));
+    }
+}
