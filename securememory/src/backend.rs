@@ -20,7 +20,7 @@ pub enum Backend {
     /// A range of one process-wide memory file (`memfd_create`), mapped
     /// shared, locked, do-not-dump, do-not-fork, `PROT_NONE` at rest. Allows
     /// the copy access path (reads are a kernel copy; the mapping never
-    /// becomes readable). The default.
+    /// becomes readable, except in a `with_bytes` of a secret larger than the scratch). The default.
     #[default]
     Memfd,
     /// Private anonymous memory, locked, do-not-dump, wipe-on-fork,

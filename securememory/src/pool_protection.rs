@@ -56,7 +56,7 @@ pub enum PoolProtection {
     /// Pool pages carry a memory protection key that denies access in every
     /// thread that never opened it (see the table above for what that
     /// covers); the library opens it in the calling thread for each copy
-    /// alone. No system call per create, read or close. Refused with
+    /// alone. No system call per create (from bytes), read or close in a free slot. Refused with
     /// [`Error::Unsupported`](crate::Error::Unsupported) where the machine
     /// has no protection keys, or where the allocating thread's PKRU
     /// already allowed the key (see [`protection_keys_status`]).
