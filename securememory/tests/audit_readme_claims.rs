@@ -368,3 +368,39 @@ child_test! {
         assert!(page.is_err(), "{:?}", page.map(|s| s.len()));
     }
 }
+
+child_test! {
+    /// The refusals table's map-count row: a creation that needs a new
+    /// mapping is `LimitReached(MapCount)`; a pooled secret in a free slot
+    /// of an existing chunk needs none and is made as usual.
+    fn map_count_reached_spares_a_free_pool_slot() {
+        let p = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).unwrap();
+        let f = ProtectedFactory::default();
+        let keep = p.new(&mut filled(32)).unwrap();
+        keep.with_bytes(|_| ()).unwrap();
+        drop((0..256).map(|_| vec![1u8; 4096]).collect::<Vec<_>>());
+        let mut maps = Vec::new();
+        loop {
+            let prot = if maps.len() % 2 == 0 { libc::PROT_READ } else { libc::PROT_NONE };
+            // SAFETY: a fresh private one-page mapping at an address the kernel picks.
+            let m = unsafe {
+                libc::mmap(std::ptr::null_mut(), common::page_size(), prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            };
+            if m == libc::MAP_FAILED {
+                break;
+            }
+            maps.push(m as usize);
+        }
+        let page = f.new(&mut filled(32)).map(drop);
+        let pooled = p.new(&mut filled(32)).map(|s| s.with_bytes(|b| b.to_vec()));
+        for m in maps {
+            // SAFETY: one of the mappings made above, unmapped once.
+            unsafe { libc::munmap(m as *mut libc::c_void, common::page_size()) };
+        }
+        assert!(
+            matches!(&page, Err(Error::LimitReached { limit: securememory::ProcessLimit::MapCount { .. }, .. })),
+            "{page:?}"
+        );
+        assert_eq!(pooled.unwrap().unwrap(), filled(32));
+    }
+}
