@@ -404,3 +404,21 @@ child_test! {
         assert_eq!(pooled.unwrap().unwrap(), filled(32));
     }
 }
+
+/// The option table's "default first" column, and `ProtectedFactory::default()`
+/// ("memfd, copy path" in the Performance section).
+#[test]
+fn option_defaults_are_the_first_listed() {
+    let o = Options::default();
+    assert_eq!(o.backend, Backend::Memfd);
+    assert_eq!(o.layout, Layout::Page);
+    assert_eq!(o.access, AccessPath::Auto);
+    assert_eq!(o.lock, securememory::LockPolicy::Require);
+    assert_eq!(o.core_dumps, CoreDumps::ExcludeSecrets);
+    assert_eq!(o.pool_protection, PoolProtection::ProtNone);
+    let d = ProtectedFactory::default().options();
+    assert_eq!(
+        (d.backend, d.layout, d.access),
+        (Backend::Memfd, Layout::Page, AccessPath::Copy)
+    );
+}
