@@ -422,3 +422,23 @@ fn option_defaults_are_the_first_listed() {
         (Backend::Memfd, Layout::Page, AccessPath::Copy)
     );
 }
+
+child_test! {
+    /// Window path: "made readable when the first access begins and
+    /// `PROT_NONE` again when the last one ends; overlapping accesses share
+    /// one window" (two protection changes per access, two for a nest);
+    /// the copy path makes none.
+    fn window_changes_protection_twice_per_outermost_access() {
+        for (backend, per_access) in [(Backend::Anonymous, 2), (Backend::Memfd, 0)] {
+            let s = ProtectedFactory::new(Options::default().backend(backend)).unwrap().create_random(32).unwrap();
+            s.with_bytes(|_| ()).unwrap();
+            let c = || securememory::stats().protection_changes;
+            let before = c();
+            s.with_bytes(|_| ()).unwrap();
+            assert_eq!(c() - before, per_access, "{backend:?} one access");
+            let before = c();
+            s.with_bytes(|_| s.with_bytes(|_| s.with_bytes(|_| ()).unwrap()).unwrap()).unwrap();
+            assert_eq!(c() - before, per_access, "{backend:?} three nested");
+        }
+    }
+}
