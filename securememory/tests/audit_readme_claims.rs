@@ -442,3 +442,55 @@ child_test! {
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod pkru {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    pub static IN_HANDLER: AtomicU32 = AtomicU32::new(u32::MAX);
+
+    pub fn read() -> u32 {
+        let pkru: u32;
+        // SAFETY: RDPKRU (ecx = 0) reads this thread's PKRU; needs OSPKE,
+        // which the caller checked.
+        unsafe {
+            std::arch::asm!("rdpkru", in("ecx") 0, out("eax") pkru, out("edx") _, options(nomem, nostack))
+        };
+        pkru
+    }
+
+    pub fn write(pkru: u32) {
+        // SAFETY: WRPKRU (ecx = edx = 0) sets this thread's PKRU; no memory
+        // of this program is tagged with a key here but the library's pool.
+        unsafe {
+            std::arch::asm!("wrpkru", in("eax") pkru, in("ecx") 0, in("edx") 0, options(nostack))
+        };
+    }
+
+    pub extern "C" fn handler(_: libc::c_int) {
+        IN_HANDLER.store(read(), Ordering::SeqCst);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+child_test! {
+    /// The protection-keys section: "signal handlers run with that default
+    /// too" (the kernel's default PKRU), even when the interrupted thread
+    /// had every key open.
+    fn signal_handlers_run_with_the_default_pkru() {
+        if securememory::protection_keys_status().is_err() {
+            eprintln!("SKIPPED: no protection keys here");
+            return;
+        }
+        let default = pkru::read();
+        // SAFETY: installs an async-signal-safe handler (one atomic store).
+        unsafe { libc::signal(libc::SIGUSR1, pkru::handler as *const () as libc::sighandler_t) };
+        pkru::write(0);
+        // SAFETY: raise delivers the signal to this thread before it returns.
+        unsafe { libc::raise(libc::SIGUSR1) };
+        pkru::write(default);
+        let seen = pkru::IN_HANDLER.load(std::sync::atomic::Ordering::SeqCst);
+        println!("default {default:#x}, in the handler {seen:#x}");
+        assert_eq!(seen, default, "the handler did not run with the default PKRU");
+    }
+}
