@@ -494,3 +494,33 @@ child_test! {
         assert_eq!(seen, default, "the handler did not run with the default PKRU");
     }
 }
+
+child_test! {
+    /// "no log line, error or `Debug` output contains a byte of a secret":
+    /// the `Debug` of a secret and of its reader, on every layout and
+    /// backend, and the errors an access can return.
+    fn debug_output_has_no_secret_bytes() {
+        let secret = *b"TOPSECRETVALUE42";
+        let forms = [
+            "TOPSECRET".to_string(),
+            format!("{:?}", &secret[..4]),
+            secret[..4].iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            secret[..4].iter().map(|b| format!("{b:02X}")).collect::<String>(),
+        ];
+        for opts in [
+            Options::default(),
+            Options::default().layout(Layout::Guarded),
+            Options::default().layout(Layout::Pooled),
+            Options::default().backend(Backend::Anonymous),
+        ] {
+            let s = ProtectedFactory::new(opts).unwrap().new(&mut secret.clone()).unwrap();
+            let mut text = format!("{s:?} {:?}", s.reader());
+            text += &format!("{:?}", s.with_bytes(|_| s.close()).unwrap());
+            s.close().unwrap();
+            text += &format!("{:?} {}", s.with_bytes(|_| ()).unwrap_err(), s.with_bytes(|_| ()).unwrap_err());
+            for form in &forms {
+                assert!(!text.contains(form.as_str()), "{opts:?}: {form} in {text}");
+            }
+        }
+    }
+}
