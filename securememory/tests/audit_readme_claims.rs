@@ -524,3 +524,56 @@ child_test! {
         }
     }
 }
+
+/// The memory file's descriptor in this process, if open.
+fn memory_file_fd() -> Option<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let link = std::fs::read_link(e.path()).ok()?;
+            link.to_string_lossy()
+                .starts_with("/memfd:securememory")
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+}
+
+#[cfg(target_arch = "x86_64")]
+child_test! {
+    /// "Fork, exactly": in a child of a raw `fork` system call, a secret's
+    /// queries (`len`, `is_closed`, `access_path`, `backend`) do not notice
+    /// the fork (the memory file's descriptor stays open); its first access
+    /// does: `Error::Forked`, and the descriptor is closed.
+    fn raw_fork_child_notices_at_an_access_not_at_a_query() {
+        let s = ProtectedFactory::default().new(&mut filled(32)).unwrap();
+        let fd = memory_file_fd().expect("the memory file is open");
+        // SAFETY: a raw fork; the child runs the checks below and `_exit`s.
+        let pid = unsafe { libc::syscall(libc::SYS_fork) } as libc::pid_t;
+        if pid == 0 {
+            let code = (|| {
+                let _ = (s.len(), s.is_closed(), s.access_path(), s.backend());
+                // SAFETY: fcntl(F_GETFD) only asks whether `fd` is open.
+                if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                    return 2;
+                }
+                if !matches!(s.with_bytes(|_| ()), Err(Error::Forked)) {
+                    return 3;
+                }
+                // SAFETY: as above.
+                if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+                    return 4;
+                }
+                0
+            })();
+            // SAFETY: ends the raw fork child without running the parent's exit code.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: waits for the child made above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "2: closed by a query, 3: not Forked, 4: left open");
+        assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), filled(32));
+    }
+}
