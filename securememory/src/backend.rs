@@ -33,7 +33,7 @@ pub enum Backend {
     /// `RLIMIT_MEMLOCK`), do-not-fork, `PROT_NONE` at rest; read through an
     /// `mprotect` window.
     MemfdSecret,
-    /// `MemfdSecret` where this kernel allows it, else `Memfd`. Whether the
+    /// `MemfdSecret` where this kernel allows it, else `Memfd` (always `Memfd` with `Layout::Pooled`). Whether the
     /// kernel allows it is probed until the answer is final (see
     /// [`memfd_secret_status`]); ask [`Backend::resolve`] which one you get.
     Auto,
