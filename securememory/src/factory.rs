@@ -98,7 +98,7 @@ impl ProtectedFactory {
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a combination that cannot work: the copy
-    /// path or the pooled layout without the memfd backend, or an explicit
+    /// path or the pooled layout without the memfd backend, the pooled layout on the window path, or an explicit
     /// backend this kernel lacks, or `PoolProtection::ProtectionKey` without
     /// the pooled layout or on a machine without protection keys. For
     /// `MemfdSecret` or `Auto`, a probe refused for lack of a resource is

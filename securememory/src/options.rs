@@ -12,7 +12,8 @@ pub enum Backend {
     /// A range of one process-wide memory file (`memfd_create`), mapped
     /// shared, locked, do-not-dump, do-not-fork, `PROT_NONE` at rest. Allows
     /// the copy access path (reads are a kernel copy; the mapping never
-    /// becomes readable). The default.
+    /// becomes readable, except in a `with_bytes` of a secret larger than
+    /// the scratch buffer). The default.
     #[default]
     Memfd,
     /// Private anonymous memory, locked, do-not-dump, wipe-on-fork,
@@ -25,7 +26,8 @@ pub enum Backend {
     /// `RLIMIT_MEMLOCK`), do-not-fork, `PROT_NONE` at rest; read through an
     /// `mprotect` window.
     MemfdSecret,
-    /// `MemfdSecret` where this kernel allows it, else `Memfd`. Whether the
+    /// `MemfdSecret` where this kernel allows it, else `Memfd` (always
+    /// `Memfd` with `Layout::Pooled`). Whether the
     /// kernel allows it is probed until the answer is final (see
     /// [`memfd_secret_status`](crate::memfd_secret_status)); ask [`Backend::resolve`] which one you get.
     Auto,
@@ -183,7 +185,8 @@ pub enum PoolProtection {
     /// Pool pages carry a memory protection key that denies access in every
     /// thread that never opened it (see the table above for what that
     /// covers); the library opens it in the calling thread for each copy
-    /// alone. No system call per create, read or close. Refused with
+    /// alone. No system call per create (from bytes), read or close in a
+    /// free slot. Refused with
     /// [`Error::Unsupported`](crate::Error::Unsupported) where the machine
     /// has no protection keys, or where the allocating thread's PKRU
     /// already allowed the key (see [`protection_keys_status`](crate::protection_keys_status)).

@@ -123,7 +123,7 @@ impl Drop for Active {
 /// (and the other access methods); at rest no thread can read them through
 /// any user-space mapping (`PROT_NONE` pages, or for a pool with
 /// [`PoolProtection::ProtectionKey`](crate::PoolProtection), a key no thread
-/// has open). `Secret` is `Send + Sync`: many threads may access one secret
+/// has open unless the program itself opened keys in that thread). `Secret` is `Send + Sync`: many threads may access one secret
 /// at once. Dropping it closes it.
 pub struct Secret {
     gate: Gate,
