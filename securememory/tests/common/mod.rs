@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: the factory configurations
 //! every behaviour is checked in ([`configs`]), re-executing this test
 //! binary as a child process ([`child`]), readers of `/proc/self`
-//! ([`procfs`]) and resource limits ([`rlimit`]).
+//! ([`procfs`]), resource limits ([`rlimit`]) and a counting allocator
+//! ([`counting_alloc`]).
 //!
 //! Each test binary compiles this whole module and uses only part of it.
 #![allow(dead_code)]
@@ -9,6 +10,7 @@
 #[macro_use]
 pub mod child;
 pub mod configs;
+pub mod counting_alloc;
 pub mod procfs;
 pub mod rlimit;
 pub mod seccomp;
