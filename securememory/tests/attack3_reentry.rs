@@ -9,12 +9,11 @@ mod common;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::child::{describe, role, CHILD_ENV, DONE};
+use common::child::{describe, role, Child, DONE};
 use common::procfs::vm_lck_kib;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
@@ -215,31 +214,7 @@ fn nesting_and_unwinding() {
 
 /// Re-run this test as a child; kill it after `limit`.
 fn run_child(test: &str, limit: Duration) -> Result<String, String> {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out_path = std::env::temp_dir().join(format!("attack3-{}-{test}", std::process::id()));
-    let out = std::fs::File::create(&out_path).expect("child output");
-    let mut child = Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, test)
-        .stdout(out.try_clone().expect("dup"))
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
+    let (status, text) = Child::new(test, test).run_merged(limit);
     match status {
         None => Err(format!("killed after {limit:?} (hang)\n{text}")),
         Some(s) if s.success() && text.contains(DONE) => Ok(text),

@@ -25,12 +25,11 @@ mod support_parity;
 use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::child::{describe, role, CHILD_ENV, DONE};
+use common::child::{describe, role, Child, DONE};
 use common::configs::{all, by_name, Config};
 use common::procfs::vm_lck_kib;
 use metrics::{
@@ -430,34 +429,7 @@ fn per_config(test: &'static str, limit: Duration, body: fn(&Config)) {
 /// Re-run this binary's test `test` as a child with role `role`; kill it
 /// after `limit` (a deadlock). `Ok(stdout)` if it printed [`DONE`].
 fn run_with_timeout(test: &str, role: &str, limit: Duration) -> Result<String, String> {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out_path = std::env::temp_dir().join(format!(
-        "panic-injection-{}-{test}-{role}",
-        std::process::id()
-    ));
-    let out = std::fs::File::create(&out_path).expect("child output file");
-    let mut child = Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, role)
-        .stdout(out.try_clone().expect("dup"))
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn the child");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
+    let (status, text) = Child::new(test, role).run_merged(limit);
     for line in text.lines().filter(|l| l.starts_with("SKIPPED:")) {
         eprintln!("{line}");
     }
