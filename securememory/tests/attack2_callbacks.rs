@@ -15,6 +15,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::child::in_worker;
+use common::mem::lock_own;
 use common::rlimit::{memlock, set_memlock};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use securememory::{
@@ -199,20 +200,7 @@ fn forks_from_the_library_callbacks_never_get_secret_memory() {
             let room = 64 * page;
             let used: u64 = securememory::stats().bytes_locked;
             set_memlock(Some(used + room), hard);
-            // SAFETY: a fresh private anonymous mapping of our own.
-            let own = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    room as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(own, libc::MAP_FAILED);
-            // SAFETY: the mapping just made.
-            assert_eq!(unsafe { libc::mlock(own, room as usize) }, 0);
+            lock_own(room as usize);
             for lock in [LockPolicy::AllowUnlocked, LockPolicy::Require] {
                 for (name, opts) in configs(lock) {
                     let Ok(f) = ProtectedFactory::new(opts) else {

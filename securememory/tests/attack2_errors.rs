@@ -16,6 +16,7 @@ mod common;
 mod support_proc;
 
 use common::child::in_worker;
+use common::mem::lock_own;
 use common::rlimit::set_memlock;
 use securememory::{
     memfd_secret_status, protection_keys_status, Backend, Error, Layout, Options, PoolProtection,
@@ -62,20 +63,7 @@ fn mlock_refused_by_memlock_near_rlimit_as_is_lock_failed() {
             let warm = f.new(&mut [1u8; 32]).unwrap();
             warm.close().unwrap();
             // The host program's own locked memory: the whole limit.
-            // SAFETY: a fresh private anonymous mapping of our own.
-            let own = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    limit as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(own, libc::MAP_FAILED);
-            // SAFETY: the mapping just made.
-            assert_eq!(unsafe { libc::mlock(own, limit as usize) }, 0);
+            let own = lock_own(limit as usize);
             // Room for the secret's one page, no more.
             let mut old = libc::rlimit {
                 rlim_cur: 0,

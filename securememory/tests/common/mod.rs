@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests: the factory configurations
 //! every behaviour is checked in ([`configs`]), re-executing this test
 //! binary as a child process ([`child`]), readers of `/proc/self`
-//! ([`procfs`]), resource limits ([`rlimit`]) and a counting allocator
-//! ([`counting_alloc`]).
+//! ([`procfs`]), resource limits ([`rlimit`]), a counting allocator
+//! ([`counting_alloc`]) and memory of the test's own ([`mem`]).
 //!
 //! Each test binary compiles this whole module and uses only part of it.
 #![allow(dead_code)]
@@ -11,6 +11,7 @@
 pub mod child;
 pub mod configs;
 pub mod counting_alloc;
+pub mod mem;
 pub mod procfs;
 pub mod rlimit;
 pub mod seccomp;
@@ -19,4 +20,10 @@ pub mod seccomp;
 pub fn page_size() -> usize {
     // SAFETY: sysconf only reads a system constant.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// The library's error inside an `io::Error` from a secret's reader.
+pub fn library_error(e: &std::io::Error) -> Option<&securememory::Error> {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<securememory::Error>())
 }
