@@ -9,19 +9,17 @@
 
 #[macro_use]
 mod common;
-mod support_proc;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::child::in_worker;
 use common::mem::lock_own;
-use common::rlimit::{memlock, set_memlock};
+use common::rlimit::{memlock, set_memlock, CAP_IPC_LOCK};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use securememory::{
     memfd_secret_status, Backend, Layout, LockPolicy, Options, ProtectedFactory, SecretFactory,
 };
-use support_proc::CAP_IPC_LOCK;
 
 static FORKS: AtomicUsize = AtomicUsize::new(0);
 static BAD: AtomicUsize = AtomicUsize::new(0);

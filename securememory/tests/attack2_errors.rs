@@ -13,16 +13,14 @@
 
 #[macro_use]
 mod common;
-mod support_proc;
 
 use common::child::in_worker;
 use common::mem::lock_own;
-use common::rlimit::set_memlock;
+use common::rlimit::{set_memlock, CAP_IPC_LOCK};
 use securememory::{
     memfd_secret_status, protection_keys_status, Backend, Error, Layout, Options, PoolProtection,
     ProcessLimit, ProtectedFactory, SecretFactory,
 };
-use support_proc::CAP_IPC_LOCK;
 
 /// `VmSize` of this process in bytes (the kernel's address-space count).
 fn vm_size() -> u64 {

@@ -21,14 +21,14 @@ use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use caps::{CapSet, Capability};
 use common::child::{describe, in_worker};
 use common::configs::{self, Config};
+use common::library_error;
 use common::procfs::{smaps, vm_lck_kib};
-use common::rlimit::{memlock, set_memlock};
+use common::rlimit::CAP_IPC_LOCK;
 use securememory::test_hooks::{clear_faults, fail_next, store_fd, FaultOp};
 use securememory::{stats, Error, ProtectedFactory, Secret, SecretFactory};
-use support_proc::{assert_no_thread_has, fork_and_wait, CAP_IPC_LOCK};
+use support_proc::fork_and_wait;
 
 /// How the child is made.
 #[derive(Clone, Copy, Debug)]
@@ -160,11 +160,7 @@ fn raw_child(secret: &Secret, fd: Option<i32>, configs: &[Config]) -> Result<(),
     }
     let mut buf = [0u8; 64];
     match secret.reader().read(&mut buf) {
-        Err(e)
-            if matches!(
-                e.get_ref().and_then(|i| i.downcast_ref::<Error>()),
-                Some(Error::Forked)
-            ) => {}
+        Err(e) if matches!(library_error(&e), Some(Error::Forked)) => {}
         other => return Err(format!("reader: {other:?}")),
     }
     if buf != [0u8; 64] {
@@ -275,11 +271,7 @@ fn fork_child_budget_starts_at_zero() {
 }
 
 fn budget_worker() {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
-    let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
     let page = common::page_size() as u64;
     let factory = ProtectedFactory::default();
     // Use the limit up.

@@ -6,21 +6,18 @@
 
 #[macro_use]
 mod common;
-mod support_proc;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use caps::{CapSet, Capability};
 use common::child::in_worker;
 use common::procfs::{status_field, vm_lck_kib};
-use common::rlimit::{memlock, set_memlock};
+use common::rlimit::{memlock, set_memlock, CAP_IPC_LOCK};
 use securememory::test_hooks::{clear_faults, fail_next, FaultOp};
 use securememory::{
     stats, Backend, Error, Layout, Options, PoolProtection, ProcessLimit, ProtectedFactory, Secret,
     SecretFactory,
 };
-use support_proc::{assert_no_thread_has, CAP_IPC_LOCK};
 
 fn page() -> usize {
     common::page_size()
@@ -387,11 +384,7 @@ child_test! {
 const LIMIT: u64 = 64 * 1024;
 
 fn unknown_limit_worker() {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
-    let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
     let eperm = libc::EPERM;
     common::seccomp::deny(&[(libc::SYS_prlimit64, eperm), (libc::SYS_getrlimit, eperm)])
         .expect("install the seccomp filter");
@@ -723,11 +716,8 @@ child_test! {
 // ---- the memlock limit lowered at run time ----
 
 fn lowered_worker() {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
     let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
     let f = ProtectedFactory::default();
     let held: Vec<Secret> = (0..4).map(|i| f.new(&mut [i as u8; 32]).unwrap()).collect();
     assert_eq!(held[0].with_bytes(|b| b[0]).unwrap(), 0);

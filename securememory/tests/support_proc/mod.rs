@@ -1,6 +1,7 @@
 //! Helpers of the process-level tests (`guarantee_fork.rs`,
 //! `fork_child_secrets.rs`, `guarantee_descriptor.rs`, `memlock_limit.rs`,
-//! `pool_capacity.rs`): `fork`, capabilities and a `tracing` capture.
+//! `pool_capacity.rs`): `fork` and a `tracing` capture (capabilities and
+//! the memlock limit are in `common::rlimit`).
 //!
 //! Each test file uses only part of this module.
 #![allow(dead_code)]
@@ -10,11 +11,6 @@ use std::io::{self, Write as _};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
-
-use crate::common::procfs::{status_field, thread_ids};
-
-/// `CAP_IPC_LOCK` (linux/capability.h): lifts `RLIMIT_MEMLOCK`.
-pub const CAP_IPC_LOCK: u32 = 14;
 
 /// Fork. In the child run `child` and leave with `_exit(code)` (101 if it
 /// panics) without returning into the test harness; in the parent wait for
@@ -48,23 +44,6 @@ pub fn fork_and_wait(child: impl FnOnce() -> i32) -> ExitStatus {
         assert_eq!(e.kind(), io::ErrorKind::Interrupted, "waitpid: {e}");
     }
     ExitStatus::from_raw(status)
-}
-
-/// Check that no thread of this process has `cap` in its effective or
-/// permitted set (capabilities are per thread; the library reads
-/// `/proc/self/status`, which is the main thread's).
-pub fn assert_no_thread_has(cap: u32) {
-    for tid in thread_ids() {
-        let path = format!("/proc/self/task/{tid}/status");
-        for set in ["CapEff", "CapPrm"] {
-            let bits = u64::from_str_radix(&status_field(&path, set), 16).expect("cap mask");
-            assert_eq!(
-                bits & (1 << cap),
-                0,
-                "thread {tid} still has capability {cap} in {set} ({bits:#x})"
-            );
-        }
-    }
 }
 
 /// The events a [`Capture`] subscriber saw: level and fields as text.
