@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::child::in_worker;
 use common::mem::lock_own;
+use common::recorder::HookRecorder;
 use common::rlimit::{memlock, set_memlock, CAP_IPC_LOCK};
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use securememory::{
     memfd_secret_status, Backend, Layout, LockPolicy, Options, ProtectedFactory, SecretFactory,
 };
@@ -72,25 +72,10 @@ fn fork_and_check(from: &str) {
     }
 }
 
-struct ForkingRecorder;
-
-impl Recorder for ForkingRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        fork_and_check(key.name());
-        Counter::noop()
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        fork_and_check(key.name());
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        fork_and_check(key.name());
-        Histogram::noop()
-    }
-}
+const FORKING_RECORDER: HookRecorder = HookRecorder {
+    on_register: fork_and_check,
+    on_use: None,
+};
 
 struct ForkingSubscriber {
     next: AtomicUsize,
@@ -150,7 +135,7 @@ fn forks_from_the_library_callbacks_never_get_secret_memory() {
         "attack2-callbacks",
         &[CAP_IPC_LOCK],
         || {
-            metrics::set_global_recorder(ForkingRecorder).unwrap();
+            metrics::set_global_recorder(FORKING_RECORDER).unwrap();
             tracing::subscriber::set_global_default(ForkingSubscriber {
                 next: AtomicUsize::new(0),
             })

@@ -15,10 +15,7 @@ use std::time::Duration;
 
 use common::child::{describe, role, Child, DONE};
 use common::procfs::vm_lck_kib;
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use common::recorder::HookRecorder;
 use securememory::{
     stats, AccessPath, Backend, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory,
 };
@@ -46,47 +43,10 @@ fn on_call() {
     }
 }
 
-struct Handle;
-impl CounterFn for Handle {
-    fn increment(&self, _: u64) {
-        on_call()
-    }
-    fn absolute(&self, _: u64) {
-        on_call()
-    }
-}
-impl GaugeFn for Handle {
-    fn increment(&self, _: f64) {
-        on_call()
-    }
-    fn decrement(&self, _: f64) {
-        on_call()
-    }
-    fn set(&self, _: f64) {
-        on_call()
-    }
-}
-impl HistogramFn for Handle {
-    fn record(&self, _: f64) {
-        on_call()
-    }
-}
-
-struct ClosingRecorder;
-impl Recorder for ClosingRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(Arc::new(Handle))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(Arc::new(Handle))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(Arc::new(Handle))
-    }
-}
+const CLOSING_RECORDER: HookRecorder = HookRecorder {
+    on_register: |_| {},
+    on_use: Some(on_call),
+};
 
 /// Run `depth` nested accesses of `outer`, then `body` at the deepest.
 fn nested(outer: &[Secret], depth: usize, body: &mut dyn FnMut()) {
@@ -129,7 +89,7 @@ fn child_body() {
             eprintln!("{i}");
         }
     }));
-    metrics::set_global_recorder(ClosingRecorder).expect("install the recorder");
+    metrics::set_global_recorder(CLOSING_RECORDER).expect("install the recorder");
     let page = ProtectedFactory::default();
     let pooled = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).expect("pooled");
     // Warm this thread's scratch and the pool (their first use reports too).

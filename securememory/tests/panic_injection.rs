@@ -32,10 +32,7 @@ use std::time::Duration;
 use common::child::{describe, role, Child, DONE};
 use common::configs::{all, by_name, Config};
 use common::procfs::vm_lck_kib;
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use common::recorder::HookRecorder;
 use securememory::{stats, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory, Stats};
 use support_parity::pattern;
 
@@ -60,56 +57,11 @@ fn tick() {
     }
 }
 
-/// A metric handle whose every operation is a call into user code.
-struct Handle;
-
-impl CounterFn for Handle {
-    fn increment(&self, _: u64) {
-        tick();
-    }
-    fn absolute(&self, _: u64) {
-        tick();
-    }
-}
-
-impl GaugeFn for Handle {
-    fn increment(&self, _: f64) {
-        tick();
-    }
-    fn decrement(&self, _: f64) {
-        tick();
-    }
-    fn set(&self, _: f64) {
-        tick();
-    }
-}
-
-impl HistogramFn for Handle {
-    fn record(&self, _: f64) {
-        tick();
-    }
-}
-
-/// The recorder: registering a metric is a call too.
-struct PanickingRecorder;
-
-impl Recorder for PanickingRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
-        tick();
-        Counter::from_arc(Arc::new(Handle))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        tick();
-        Gauge::from_arc(Arc::new(Handle))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        tick();
-        Histogram::from_arc(Arc::new(Handle))
-    }
-}
+/// The recorder: registering a metric and every handle operation is a call.
+const PANICKING_RECORDER: HookRecorder = HookRecorder {
+    on_register: |_| tick(),
+    on_use: Some(tick),
+};
 
 /// The subscriber: every event (and the check before it) is a call.
 struct PanickingSubscriber;
@@ -138,7 +90,7 @@ impl tracing::Subscriber for PanickingSubscriber {
 fn install() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        metrics::set_global_recorder(PanickingRecorder).expect("install the recorder");
+        metrics::set_global_recorder(PANICKING_RECORDER).expect("install the recorder");
         tracing::subscriber::set_global_default(PanickingSubscriber)
             .expect("install the subscriber");
         let default = std::panic::take_hook();

@@ -13,6 +13,7 @@ pub mod configs;
 pub mod counting_alloc;
 pub mod mem;
 pub mod procfs;
+pub mod recorder;
 pub mod rlimit;
 pub mod seccomp;
 
