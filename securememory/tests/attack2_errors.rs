@@ -102,16 +102,7 @@ fn mlock_refused_by_memlock_near_rlimit_as_is_lock_failed() {
 child_test! {
     fn exhausted_descriptors_at_the_first_memfd_secret_name_the_descriptor_limit() {
         let f = ProtectedFactory::new(Options::default()).unwrap();
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: valid rlimit structs for the kernel to fill and read.
-        unsafe {
-            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-            lim.rlim_cur = 256.min(lim.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
+        common::rlimit::lower_nofile(256);
         let mut files = Vec::new();
         while let Ok(file) = std::fs::File::open("/dev/null") {
             files.push(file);

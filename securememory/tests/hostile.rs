@@ -314,16 +314,7 @@ child_test! {
 /// Lower `RLIMIT_NOFILE` and open files until the process has no
 /// descriptor left; dropping the files frees them.
 fn exhaust_descriptors() -> Vec<File> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit structs for the kernel to fill and read.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = 256.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
+    common::rlimit::lower_nofile(256);
     let mut files = Vec::with_capacity(256);
     loop {
         match File::open("/dev/null") {

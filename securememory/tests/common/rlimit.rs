@@ -1,4 +1,4 @@
-//! `RLIMIT_MEMLOCK` of this process, and dropping `CAP_IPC_LOCK` (which
+//! `RLIMIT_MEMLOCK` (and `RLIMIT_NOFILE`) of this process, and dropping `CAP_IPC_LOCK` (which
 //! lifts it) so that the limit binds.
 
 use std::io;
@@ -37,6 +37,21 @@ pub fn set_memlock(soft: Option<u64>, hard: Option<u64>) {
         "setrlimit(RLIMIT_MEMLOCK): {}",
         io::Error::last_os_error()
     );
+}
+
+/// Lower the soft `RLIMIT_NOFILE` to `n` (or the hard limit, if lower), so
+/// a test can run out of descriptors quickly.
+pub fn lower_nofile(n: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit structs for the kernel to fill and read.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = n.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
 }
 
 /// Check that no thread of this process has `cap` in its effective or
