@@ -64,9 +64,7 @@ fn fork_and_check(from: &str) {
     }
     assert!(pid > 0);
     FORKS.fetch_add(1, Ordering::Relaxed);
-    let mut status = 0;
-    // SAFETY: our child; valid out-pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+    let status = common::wait_status(pid);
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         BAD.fetch_add(1, Ordering::Relaxed);
     }

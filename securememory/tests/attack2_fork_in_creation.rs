@@ -177,9 +177,7 @@ fn one(what: String, want: &[u8], make: impl FnOnce() -> Result<Secret, Error>) 
         failures.push(format!("{what}: no fork happened"));
         return failures;
     }
-    let mut status = 0;
-    // SAFETY: our child; valid out-pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+    let status = common::wait_status(pid);
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         failures.push(format!("{what}: child status {status:#x}"));
     }
@@ -291,9 +289,7 @@ child_test! {
                     continue;
                 }
                 println!("{what}: forked");
-                let mut status = 0;
-                // SAFETY: our child; valid out-pointer.
-                while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+                let status = common::wait_status(pid);
                 if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                     failures.push(format!("{what}: child status {status:#x}"));
                 }

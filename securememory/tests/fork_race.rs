@@ -250,9 +250,7 @@ fn forker(n: usize, keys: Keys) -> (usize, usize, usize, usize) {
             // SAFETY: leave at once, running nothing of the parent's.
             unsafe { libc::_exit(code) };
         }
-        let mut status = 0;
-        // SAFETY: `pid` is our child; `status` a valid out-pointer.
-        while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+        let status = common::wait_status(pid);
         match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
             Some(CLEAN) => tally.0 += 1,
             Some(HIT_MEMORY) => tally.1 += 1,

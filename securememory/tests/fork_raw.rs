@@ -75,16 +75,8 @@ fn raw_fork_and_wait(kind: RawFork, child: impl FnOnce() -> i32) -> ExitStatus {
         // SAFETY: ends the child at once, running nothing of the parent's.
         unsafe { libc::_exit(code) }
     }
-    let pid = pid as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: `pid` is our child (it signals SIGCHLD at exit); valid out-pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
-        assert_eq!(
-            io::Error::last_os_error().kind(),
-            io::ErrorKind::Interrupted
-        );
-    }
-    ExitStatus::from_raw(status)
+    // The child signals SIGCHLD at exit, so it is waited for like a fork's.
+    ExitStatus::from_raw(common::wait_status(pid as libc::pid_t))
 }
 
 /// Whether `fd` is an open descriptor.

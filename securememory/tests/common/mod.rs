@@ -28,3 +28,17 @@ pub fn library_error(e: &std::io::Error) -> Option<&securememory::Error> {
     e.get_ref()
         .and_then(|i| i.downcast_ref::<securememory::Error>())
 }
+
+/// Wait for the child `pid` (retrying on EINTR); its raw wait status.
+pub fn wait_status(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: `pid` is a child of this process; valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "waitpid: {e}");
+    }
+}

@@ -33,17 +33,7 @@ pub fn fork_and_wait(child: impl FnOnce() -> i32) -> ExitStatus {
         // handlers, the harness) runs in it.
         unsafe { libc::_exit(code) }
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        assert_eq!(e.kind(), io::ErrorKind::Interrupted, "waitpid: {e}");
-    }
-    ExitStatus::from_raw(status)
+    ExitStatus::from_raw(crate::common::wait_status(pid))
 }
 
 /// The events a [`Capture`] subscriber saw: level and fields as text.
