@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::child::{describe, role, Child, DONE};
+use common::child::{role, Child, DONE};
 use common::procfs::vm_lck_kib;
 use common::recorder::HookRecorder;
 use securememory::{
@@ -172,14 +172,9 @@ fn nesting_and_unwinding() {
     println!("nesting and unwinding: held");
 }
 
-/// Re-run this test as a child; kill it after `limit`.
+/// Re-run this test as a child; kill it after `limit` (a hang).
 fn run_child(test: &str, limit: Duration) -> Result<String, String> {
-    let (status, text) = Child::new(test, test).run_merged(limit);
-    match status {
-        None => Err(format!("killed after {limit:?} (hang)\n{text}")),
-        Some(s) if s.success() && text.contains(DONE) => Ok(text),
-        Some(s) => Err(format!("{}\n{text}", describe(s))),
-    }
+    Child::new(test, test).run_until_done(limit, "hang")
 }
 
 #[test]

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::child::{describe, role, Child, DONE};
+use common::child::{role, Child, DONE};
 use common::configs::{all, by_name, Config};
 use common::procfs::vm_lck_kib;
 use common::recorder::HookRecorder;
@@ -381,15 +381,7 @@ fn per_config(test: &'static str, limit: Duration, body: fn(&Config)) {
 /// Re-run this binary's test `test` as a child with role `role`; kill it
 /// after `limit` (a deadlock). `Ok(stdout)` if it printed [`DONE`].
 fn run_with_timeout(test: &str, role: &str, limit: Duration) -> Result<String, String> {
-    let (status, text) = Child::new(test, role).run_merged(limit);
-    for line in text.lines().filter(|l| l.starts_with("SKIPPED:")) {
-        eprintln!("{line}");
-    }
-    match status {
-        None => Err(format!("killed after {limit:?} (deadlock?)\n{text}")),
-        Some(s) if s.success() && text.contains(DONE) => Ok(text),
-        Some(s) => Err(format!("{}\n{text}", describe(s))),
-    }
+    Child::new(test, role).run_until_done(limit, "deadlock?")
 }
 
 #[test]

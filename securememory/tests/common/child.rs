@@ -136,6 +136,21 @@ impl Child {
         let _ = std::fs::remove_file(&out_path);
         (status, text)
     }
+
+    /// [`Child::run_merged`], passing its SKIPPED notes through: `Ok(output)`
+    /// if it exited 0 and printed [`DONE`], else what went wrong (`hang`
+    /// names a kill after `limit`) with the output.
+    pub fn run_until_done(self, limit: Duration, hang: &str) -> Result<String, String> {
+        let (status, text) = self.run_merged(limit);
+        for line in text.lines().filter(|l| l.starts_with("SKIPPED:")) {
+            eprintln!("{line}");
+        }
+        match status {
+            None => Err(format!("killed after {limit:?} ({hang})\n{text}")),
+            Some(s) if s.success() && text.contains(DONE) => Ok(text),
+            Some(s) => Err(format!("{}\n{text}", describe(s))),
+        }
+    }
 }
 
 /// What a child process did.
