@@ -69,11 +69,7 @@ fn raw_fork_and_wait(kind: RawFork, child: impl FnOnce() -> i32) -> ExitStatus {
     };
     assert!(pid >= 0, "{kind:?}: {}", io::Error::last_os_error());
     if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-        io::stdout().flush().ok();
-        io::stderr().flush().ok();
-        // SAFETY: ends the child at once, running nothing of the parent's.
-        unsafe { libc::_exit(code) }
+        common::run_and_exit(child);
     }
     // The child signals SIGCHLD at exit, so it is waited for like a fork's.
     ExitStatus::from_raw(common::wait_status(pid as libc::pid_t))

@@ -42,3 +42,15 @@ pub fn wait_status(pid: libc::pid_t) -> i32 {
         assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "waitpid: {e}");
     }
 }
+
+/// In a forked child: run `child` and leave with `_exit` of its code (101
+/// if it panics), never returning into the test harness.
+pub fn run_and_exit(child: impl FnOnce() -> i32) -> ! {
+    use std::io::Write;
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+    std::io::stdout().flush().ok();
+    std::io::stderr().flush().ok();
+    // SAFETY: ends the child at once; nothing of the parent's (atexit
+    // handlers, the harness) runs in it.
+    unsafe { libc::_exit(code) }
+}

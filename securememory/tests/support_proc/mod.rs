@@ -26,12 +26,7 @@ pub fn fork_and_wait(child: impl FnOnce() -> i32) -> ExitStatus {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
     if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-        io::stdout().flush().ok();
-        io::stderr().flush().ok();
-        // SAFETY: ends the child at once; nothing of the parent's (atexit
-        // handlers, the harness) runs in it.
-        unsafe { libc::_exit(code) }
+        crate::common::run_and_exit(child);
     }
     ExitStatus::from_raw(crate::common::wait_status(pid))
 }
