@@ -9,18 +9,17 @@
 
 #[macro_use]
 mod common;
-mod support_proc;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::child::in_worker;
-use common::rlimit::{memlock, set_memlock};
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use common::mem::lock_own;
+use common::recorder::HookRecorder;
+use common::rlimit::{memlock, set_memlock, CAP_IPC_LOCK};
 use securememory::{
     memfd_secret_status, Backend, Layout, LockPolicy, Options, ProtectedFactory, SecretFactory,
 };
-use support_proc::CAP_IPC_LOCK;
 
 static FORKS: AtomicUsize = AtomicUsize::new(0);
 static BAD: AtomicUsize = AtomicUsize::new(0);
@@ -65,33 +64,16 @@ fn fork_and_check(from: &str) {
     }
     assert!(pid > 0);
     FORKS.fetch_add(1, Ordering::Relaxed);
-    let mut status = 0;
-    // SAFETY: our child; valid out-pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+    let status = common::wait_status(pid);
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         BAD.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-struct ForkingRecorder;
-
-impl Recorder for ForkingRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        fork_and_check(key.name());
-        Counter::noop()
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        fork_and_check(key.name());
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        fork_and_check(key.name());
-        Histogram::noop()
-    }
-}
+const FORKING_RECORDER: HookRecorder = HookRecorder {
+    on_register: fork_and_check,
+    on_use: None,
+};
 
 struct ForkingSubscriber {
     next: AtomicUsize,
@@ -151,7 +133,7 @@ fn forks_from_the_library_callbacks_never_get_secret_memory() {
         "attack2-callbacks",
         &[CAP_IPC_LOCK],
         || {
-            metrics::set_global_recorder(ForkingRecorder).unwrap();
+            metrics::set_global_recorder(FORKING_RECORDER).unwrap();
             tracing::subscriber::set_global_default(ForkingSubscriber {
                 next: AtomicUsize::new(0),
             })
@@ -199,20 +181,7 @@ fn forks_from_the_library_callbacks_never_get_secret_memory() {
             let room = 64 * page;
             let used: u64 = securememory::stats().bytes_locked;
             set_memlock(Some(used + room), hard);
-            // SAFETY: a fresh private anonymous mapping of our own.
-            let own = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    room as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(own, libc::MAP_FAILED);
-            // SAFETY: the mapping just made.
-            assert_eq!(unsafe { libc::mlock(own, room as usize) }, 0);
+            lock_own(room as usize);
             for lock in [LockPolicy::AllowUnlocked, LockPolicy::Require] {
                 for (name, opts) in configs(lock) {
                     let Ok(f) = ProtectedFactory::new(opts) else {

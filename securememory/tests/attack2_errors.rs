@@ -13,15 +13,14 @@
 
 #[macro_use]
 mod common;
-mod support_proc;
 
 use common::child::in_worker;
-use common::rlimit::set_memlock;
+use common::mem::lock_own;
+use common::rlimit::{set_memlock, CAP_IPC_LOCK};
 use securememory::{
     memfd_secret_status, protection_keys_status, Backend, Error, Layout, Options, PoolProtection,
     ProcessLimit, ProtectedFactory, SecretFactory,
 };
-use support_proc::CAP_IPC_LOCK;
 
 /// `VmSize` of this process in bytes (the kernel's address-space count).
 fn vm_size() -> u64 {
@@ -62,20 +61,7 @@ fn mlock_refused_by_memlock_near_rlimit_as_is_lock_failed() {
             let warm = f.new(&mut [1u8; 32]).unwrap();
             warm.close().unwrap();
             // The host program's own locked memory: the whole limit.
-            // SAFETY: a fresh private anonymous mapping of our own.
-            let own = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    limit as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(own, libc::MAP_FAILED);
-            // SAFETY: the mapping just made.
-            assert_eq!(unsafe { libc::mlock(own, limit as usize) }, 0);
+            let own = lock_own(limit as usize);
             // Room for the secret's one page, no more.
             let mut old = libc::rlimit {
                 rlim_cur: 0,
@@ -116,16 +102,7 @@ fn mlock_refused_by_memlock_near_rlimit_as_is_lock_failed() {
 child_test! {
     fn exhausted_descriptors_at_the_first_memfd_secret_name_the_descriptor_limit() {
         let f = ProtectedFactory::new(Options::default()).unwrap();
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: valid rlimit structs for the kernel to fill and read.
-        unsafe {
-            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-            lim.rlim_cur = 256.min(lim.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
+        common::rlimit::lower_nofile(256);
         let mut files = Vec::new();
         while let Ok(file) = std::fs::File::open("/dev/null") {
             files.push(file);

@@ -50,15 +50,7 @@ fn exit_now(code: i32) -> ! {
 
 /// Wait for `pid`; its raw wait status.
 fn wait_for(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    loop {
-        // SAFETY: `pid` is our child; valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return status;
-        }
-        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EINTR));
-    }
+    common::wait_status(pid)
 }
 
 /// How many fresh processes race a fork against the first install.

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use common::procfs::vm_lck_kib;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use common::recorder::HookRecorder;
 use securememory::{
     protection_keys_status, stats, Backend, Error, Layout, Options, PoolProtection,
     ProtectedFactory, Secret, SecretFactory,
@@ -56,25 +56,10 @@ fn maybe_fork(name: &str) {
     }
 }
 
-struct ForkingRecorder;
-
-impl Recorder for ForkingRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        maybe_fork(key.name());
-        Counter::noop()
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        maybe_fork(key.name());
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        maybe_fork(key.name());
-        Histogram::noop()
-    }
-}
+const FORKING_RECORDER: HookRecorder = HookRecorder {
+    on_register: maybe_fork,
+    on_use: None,
+};
 
 /// A reader that forks after handing out half of the bytes.
 struct ForkingReader<'a> {
@@ -192,9 +177,7 @@ fn one(what: String, want: &[u8], make: impl FnOnce() -> Result<Secret, Error>) 
         failures.push(format!("{what}: no fork happened"));
         return failures;
     }
-    let mut status = 0;
-    // SAFETY: our child; valid out-pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+    let status = common::wait_status(pid);
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         failures.push(format!("{what}: child status {status:#x}"));
     }
@@ -203,7 +186,7 @@ fn one(what: String, want: &[u8], make: impl FnOnce() -> Result<Secret, Error>) 
 
 child_test! {
     fn a_fork_inside_a_creation_never_leaves_the_child_zeros_or_unwiped_bytes() {
-        metrics::set_global_recorder(ForkingRecorder).unwrap();
+        metrics::set_global_recorder(FORKING_RECORDER).unwrap();
         let want: Vec<u8> = (1..=200u8).collect();
         let mut failures = Vec::new();
         for (name, opts) in configs() {
@@ -269,7 +252,7 @@ child_test! {
     /// thread's first scratch buffer is made): the child's access is never
     /// handed zeros.
     fn a_fork_inside_an_access_never_hands_the_child_zeros() {
-        metrics::set_global_recorder(ForkingRecorder).unwrap();
+        metrics::set_global_recorder(FORKING_RECORDER).unwrap();
         let want: Vec<u8> = (1..=200u8).collect();
         let mut failures = Vec::new();
         for (name, opts) in configs() {
@@ -306,9 +289,7 @@ child_test! {
                     continue;
                 }
                 println!("{what}: forked");
-                let mut status = 0;
-                // SAFETY: our child; valid out-pointer.
-                while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+                let status = common::wait_status(pid);
                 if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                     failures.push(format!("{what}: child status {status:#x}"));
                 }

@@ -51,9 +51,7 @@ fn clone3() -> Option<libc::pid_t> {
 }
 
 fn wait_ok(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: our child; valid out-pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+    let status = common::wait_status(pid);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "child status {status:#x}"

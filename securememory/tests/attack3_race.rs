@@ -18,6 +18,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use common::library_error;
 use common::procfs::vm_lck_kib;
 use securememory::{
     stats, AccessPath, Backend, Error, Layout, Options, PoolProtection, ProtectedFactory, Secret,
@@ -107,7 +108,7 @@ fn one(s: &Secret, obs: &Obs, want: &[u8], op: usize, buf: &mut [u8]) -> bool {
                     }
                     Ok(())
                 }
-                Err(e) => match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+                Err(e) => match library_error(&e) {
                     Some(Error::Closed) => Err(Error::Closed),
                     _ => Err(Error::Unsupported(format!("reader: {e}"))),
                 },

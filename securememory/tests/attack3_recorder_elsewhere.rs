@@ -7,15 +7,14 @@
 //! across the call would make that thread wait for this one: the wait is
 //! bounded, and a timeout is reported as a failure.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use common::recorder::HookRecorder;
 use securememory::{AccessPath, Backend, Layout, Options, ProtectedFactory, SecretFactory};
 
 static ON: AtomicBool = AtomicBool::new(false);
@@ -60,46 +59,10 @@ fn cycle_elsewhere() {
     }
 }
 
-struct H;
-impl CounterFn for H {
-    fn increment(&self, _: u64) {
-        cycle_elsewhere()
-    }
-    fn absolute(&self, _: u64) {
-        cycle_elsewhere()
-    }
-}
-impl GaugeFn for H {
-    fn increment(&self, _: f64) {
-        cycle_elsewhere()
-    }
-    fn decrement(&self, _: f64) {
-        cycle_elsewhere()
-    }
-    fn set(&self, _: f64) {
-        cycle_elsewhere()
-    }
-}
-impl HistogramFn for H {
-    fn record(&self, _: f64) {
-        cycle_elsewhere()
-    }
-}
-struct R;
-impl Recorder for R {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(Arc::new(H))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(Arc::new(H))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(Arc::new(H))
-    }
-}
+const R: HookRecorder = HookRecorder {
+    on_register: |_| {},
+    on_use: Some(cycle_elsewhere),
+};
 
 #[test]
 fn recorder_calls_hold_no_library_lock() {

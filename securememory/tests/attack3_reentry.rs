@@ -9,17 +9,13 @@ mod common;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::child::{describe, role, CHILD_ENV, DONE};
+use common::child::{role, Child, DONE};
 use common::procfs::vm_lck_kib;
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use common::recorder::HookRecorder;
 use securememory::{
     stats, AccessPath, Backend, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory,
 };
@@ -47,47 +43,10 @@ fn on_call() {
     }
 }
 
-struct Handle;
-impl CounterFn for Handle {
-    fn increment(&self, _: u64) {
-        on_call()
-    }
-    fn absolute(&self, _: u64) {
-        on_call()
-    }
-}
-impl GaugeFn for Handle {
-    fn increment(&self, _: f64) {
-        on_call()
-    }
-    fn decrement(&self, _: f64) {
-        on_call()
-    }
-    fn set(&self, _: f64) {
-        on_call()
-    }
-}
-impl HistogramFn for Handle {
-    fn record(&self, _: f64) {
-        on_call()
-    }
-}
-
-struct ClosingRecorder;
-impl Recorder for ClosingRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(Arc::new(Handle))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(Arc::new(Handle))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(Arc::new(Handle))
-    }
-}
+const CLOSING_RECORDER: HookRecorder = HookRecorder {
+    on_register: |_| {},
+    on_use: Some(on_call),
+};
 
 /// Run `depth` nested accesses of `outer`, then `body` at the deepest.
 fn nested(outer: &[Secret], depth: usize, body: &mut dyn FnMut()) {
@@ -130,7 +89,7 @@ fn child_body() {
             eprintln!("{i}");
         }
     }));
-    metrics::set_global_recorder(ClosingRecorder).expect("install the recorder");
+    metrics::set_global_recorder(CLOSING_RECORDER).expect("install the recorder");
     let page = ProtectedFactory::default();
     let pooled = ProtectedFactory::new(Options::default().layout(Layout::Pooled)).expect("pooled");
     // Warm this thread's scratch and the pool (their first use reports too).
@@ -213,38 +172,9 @@ fn nesting_and_unwinding() {
     println!("nesting and unwinding: held");
 }
 
-/// Re-run this test as a child; kill it after `limit`.
+/// Re-run this test as a child; kill it after `limit` (a hang).
 fn run_child(test: &str, limit: Duration) -> Result<String, String> {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out_path = std::env::temp_dir().join(format!("attack3-{}-{test}", std::process::id()));
-    let out = std::fs::File::create(&out_path).expect("child output");
-    let mut child = Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, test)
-        .stdout(out.try_clone().expect("dup"))
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    match status {
-        None => Err(format!("killed after {limit:?} (hang)\n{text}")),
-        Some(s) if s.success() && text.contains(DONE) => Ok(text),
-        Some(s) => Err(format!("{}\n{text}", describe(s))),
-    }
+    Child::new(test, test).run_until_done(limit, "hang")
 }
 
 #[test]

@@ -11,22 +11,11 @@ mod support_child;
 use std::cell::RefCell;
 
 use common::child::{role, Child};
-use securememory::{
-    scratch_capacity, AccessPath, Backend, Layout, Options, ProtectedFactory, Secret, SecretFactory,
-};
+use common::configs::guarded_copy as guarded;
+use securememory::{scratch_capacity, AccessPath, Secret, SecretFactory};
 use support_child::{announce_fatal_access, assert_segv_after_marker, no_core_file};
 
 const TEST: &str = "attack_guarded_read_past_the_end_dies_everywhere";
-
-fn guarded() -> ProtectedFactory {
-    ProtectedFactory::new(
-        Options::default()
-            .backend(Backend::Memfd)
-            .layout(Layout::Guarded)
-            .access(AccessPath::Copy),
-    )
-    .unwrap()
-}
 
 fn filled(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8) | 1).collect()

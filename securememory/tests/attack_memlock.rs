@@ -7,15 +7,13 @@
 mod common;
 mod support_proc;
 
-use caps::{CapSet, Capability};
 use common::child::Child;
 use common::procfs::is_locked_at;
-use common::rlimit::{memlock, set_memlock};
+use common::rlimit::CAP_IPC_LOCK;
 use securememory::{
     stats, AccessPath, Backend, Error, Layout, LockPolicy, Options, ProtectedFactory, Secret,
     SecretFactory,
 };
-use support_proc::{assert_no_thread_has, CAP_IPC_LOCK};
 
 const LIMIT: u64 = 64 * 1024;
 
@@ -26,25 +24,12 @@ fn value(i: usize, len: usize) -> Vec<u8> {
 }
 
 fn no_cap_small_limit() {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
-    let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
 }
 
 /// One-page secrets until the budget refuses.
 fn fill_budget() -> Vec<Secret> {
-    let f = ProtectedFactory::default();
-    let mut held = Vec::new();
-    loop {
-        match f.new(&mut value(held.len(), 32)) {
-            Ok(s) => held.push(s),
-            Err(Error::LockFailed { .. }) => return held,
-            Err(e) => panic!("filling the budget: {e}"),
-        }
-        assert!(held.len() < 100, "never refused under a {LIMIT}-byte limit");
-    }
+    common::rlimit::fill_budget(&ProtectedFactory::default(), LIMIT, |i| value(i, 32))
 }
 
 fn run_worker(test: &str) {

@@ -11,10 +11,10 @@ mod support_proc;
 use std::cell::RefCell;
 use std::sync::Mutex;
 
+use common::configs::{guarded_copy as guarded, page_copy as page};
 use common::procfs::{is_locked_at, read_proc_mem, vm_lck_kib};
 use securememory::{
-    stats, test_hooks, AccessPath, Backend, Error, Layout, Options, ProtectedFactory, Secret,
-    SecretFactory,
+    stats, test_hooks, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory,
 };
 use support_proc::fork_and_wait;
 
@@ -22,25 +22,6 @@ fn value(i: usize, len: usize) -> Vec<u8> {
     (0..len)
         .map(|j| (i as u8).wrapping_mul(29) ^ (j as u8).wrapping_add(3) | 0x81)
         .collect()
-}
-
-fn page() -> ProtectedFactory {
-    ProtectedFactory::new(
-        Options::default()
-            .backend(Backend::Memfd)
-            .access(AccessPath::Copy),
-    )
-    .unwrap()
-}
-
-fn guarded() -> ProtectedFactory {
-    ProtectedFactory::new(
-        Options::default()
-            .backend(Backend::Memfd)
-            .layout(Layout::Guarded)
-            .access(AccessPath::Copy),
-    )
-    .unwrap()
 }
 
 fn pooled() -> ProtectedFactory {

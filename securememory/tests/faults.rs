@@ -35,6 +35,7 @@ mod support_parity;
 use std::io::{Cursor, Read};
 
 use common::configs::{all, copy_configs, Config};
+use common::library_error;
 use common::procfs::{is_locked_at, perms_at};
 use common::rlimit::memlock;
 use securememory::test_hooks::{clear_faults, data_pages, fail_next, take_last_wiped, FaultOp};
@@ -505,7 +506,7 @@ child_test! {
                 fail_next(FaultOp::ProtectRead, 0, EACCES);
                 let e = s.reader().read(&mut [0u8; 8]).unwrap_err();
                 clear_faults();
-                let inner = e.get_ref().and_then(|i| i.downcast_ref::<Error>());
+                let inner = library_error(&e);
                 assert!(matches!(inner, Some(e) if protect_failed("read", EACCES)(e)), "{what}: reader gave {e:?}");
             }
 
@@ -536,7 +537,7 @@ child_test! {
             assert!(s.is_closed(), "{what}: still open after it could not be hidden");
             assert!(matches!(s.with_bytes(|_| ()), Err(Error::Closed)), "{what}");
             let e = s.reader().read(&mut [0u8; 8]).unwrap_err();
-            assert!(matches!(e.get_ref().and_then(|i| i.downcast_ref::<Error>()), Some(Error::Closed)), "{what}: {e:?}");
+            assert!(matches!(library_error(&e), Some(Error::Closed)), "{what}: {e:?}");
 
             // The pages could not be hidden; they must hold no secret byte.
             let (addr, n) = data_pages(&s);
@@ -619,7 +620,7 @@ child_test! {
             fail_next(FaultOp::Pread, 0, EIO);
             let e = s.reader().read(&mut [0u8; 8]).unwrap_err();
             clear_faults();
-            assert!(matches!(e.get_ref().and_then(|i| i.downcast_ref::<Error>()), Some(e) if failed(e)), "{what}: {e:?}");
+            assert!(matches!(library_error(&e), Some(e) if failed(e)), "{what}: {e:?}");
             assert!(!s.is_closed(), "{what}");
             assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), pattern(len, 5), "{what}");
             base.assert_unchanged(what);

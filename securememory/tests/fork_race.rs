@@ -127,18 +127,7 @@ unsafe impl Send for Staging {}
 impl Staging {
     fn new() -> Staging {
         let page = common::page_size();
-        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap staging");
+        let p = common::mem::anon_rw(page);
         // SAFETY: `p` is the page just mapped.
         assert_eq!(unsafe { libc::madvise(p, page, libc::MADV_DONTFORK) }, 0);
         Staging(p.cast())
@@ -261,9 +250,7 @@ fn forker(n: usize, keys: Keys) -> (usize, usize, usize, usize) {
             // SAFETY: leave at once, running nothing of the parent's.
             unsafe { libc::_exit(code) };
         }
-        let mut status = 0;
-        // SAFETY: `pid` is our child; `status` a valid out-pointer.
-        while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+        let status = common::wait_status(pid);
         match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
             Some(CLEAN) => tally.0 += 1,
             Some(HIT_MEMORY) => tally.1 += 1,

@@ -21,14 +21,14 @@ use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use caps::{CapSet, Capability};
 use common::child::{describe, in_worker};
 use common::configs::{self, Config};
+use common::library_error;
 use common::procfs::{smaps, vm_lck_kib};
-use common::rlimit::{memlock, set_memlock};
+use common::rlimit::CAP_IPC_LOCK;
 use securememory::test_hooks::{clear_faults, fail_next, store_fd, FaultOp};
 use securememory::{stats, Error, ProtectedFactory, Secret, SecretFactory};
-use support_proc::{assert_no_thread_has, fork_and_wait, CAP_IPC_LOCK};
+use support_proc::fork_and_wait;
 
 /// How the child is made.
 #[derive(Clone, Copy, Debug)]
@@ -69,22 +69,10 @@ fn raw_fork_and_wait(kind: RawFork, child: impl FnOnce() -> i32) -> ExitStatus {
     };
     assert!(pid >= 0, "{kind:?}: {}", io::Error::last_os_error());
     if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-        io::stdout().flush().ok();
-        io::stderr().flush().ok();
-        // SAFETY: ends the child at once, running nothing of the parent's.
-        unsafe { libc::_exit(code) }
+        common::run_and_exit(child);
     }
-    let pid = pid as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: `pid` is our child (it signals SIGCHLD at exit); valid out-pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
-        assert_eq!(
-            io::Error::last_os_error().kind(),
-            io::ErrorKind::Interrupted
-        );
-    }
-    ExitStatus::from_raw(status)
+    // The child signals SIGCHLD at exit, so it is waited for like a fork's.
+    ExitStatus::from_raw(common::wait_status(pid as libc::pid_t))
 }
 
 /// Whether `fd` is an open descriptor.
@@ -160,11 +148,7 @@ fn raw_child(secret: &Secret, fd: Option<i32>, configs: &[Config]) -> Result<(),
     }
     let mut buf = [0u8; 64];
     match secret.reader().read(&mut buf) {
-        Err(e)
-            if matches!(
-                e.get_ref().and_then(|i| i.downcast_ref::<Error>()),
-                Some(Error::Forked)
-            ) => {}
+        Err(e) if matches!(library_error(&e), Some(Error::Forked)) => {}
         other => return Err(format!("reader: {other:?}")),
     }
     if buf != [0u8; 64] {
@@ -275,11 +259,7 @@ fn fork_child_budget_starts_at_zero() {
 }
 
 fn budget_worker() {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
-    let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
     let page = common::page_size() as u64;
     let factory = ProtectedFactory::default();
     // Use the limit up.

@@ -28,6 +28,7 @@ use std::path::Path;
 
 use common::child::Child;
 use common::configs::{self, Config};
+use common::mem::{anon_rw, contains, hex};
 use securememory::SecretFactory;
 
 const TEST: &str = "secret_is_not_in_core_dump";
@@ -35,10 +36,6 @@ const CONTROL_ENV: &str = "SECUREMEMORY_CORE_CONTROL";
 const CANNOT_DUMP: &str = "CANNOT-DUMP";
 const ABORTING: &str = "CORE-CHILD: secret written, aborting";
 const SECRET_FILE: &str = "secret.bin";
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -53,19 +50,6 @@ fn random32() -> [u8; 32] {
         .and_then(|mut f| f.read_exact(&mut b))
         .expect("read /dev/urandom");
     b
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    // SAFETY: memmem reads only within the two slices, given with their lengths.
-    let p = unsafe {
-        libc::memmem(
-            hay.as_ptr() as *const c_void,
-            hay.len(),
-            needle.as_ptr() as *const c_void,
-            needle.len(),
-        )
-    };
-    !p.is_null()
 }
 
 #[test]
@@ -305,18 +289,10 @@ fn write_secret_file(bytes: &[u8]) {
 /// buffer, so that what the test looks for is the copy's trace in registers
 /// and nothing the child keeps on purpose.
 fn undumped_buffer() -> &'static mut [u8] {
-    // SAFETY: a new private anonymous page, checked, never unmapped (so the
-    // 'static borrow stays valid); madvise changes only its dump flag.
+    let p = anon_rw(4096);
+    // SAFETY: the page just mapped, never unmapped (so the 'static borrow
+    // stays valid); madvise changes only its dump flag.
     unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
         assert_eq!(libc::madvise(p, 4096, libc::MADV_DONTDUMP), 0, "madvise");
         std::slice::from_raw_parts_mut(p as *mut u8, 32)
     }

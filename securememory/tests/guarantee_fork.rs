@@ -28,6 +28,7 @@ use std::io::Read;
 
 use common::child::{self, Child};
 use common::configs::{self, Config};
+use common::library_error;
 use common::procfs::{mapping_at, read_proc_mem};
 use securememory::test_hooks::{data_address, data_pages};
 use securememory::{Error, ProtectedFactory, Secret, SecretFactory};
@@ -212,11 +213,7 @@ fn check_access(secret: Secret) -> Result<(), String> {
     }
     let mut buf = [0u8; 64];
     match secret.reader().read(&mut buf) {
-        Err(e)
-            if matches!(
-                e.get_ref().and_then(|i| i.downcast_ref::<Error>()),
-                Some(Error::Forked)
-            ) => {}
+        Err(e) if matches!(library_error(&e), Some(Error::Forked)) => {}
         other => return Err(format!("reader in the child: {other:?}")),
     }
     if secret.is_readable_now().map_err(|e| e.to_string())? {

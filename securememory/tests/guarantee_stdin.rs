@@ -12,11 +12,11 @@
 
 mod common;
 
-use std::ffi::c_void;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
 use common::child::CHILD_ENV;
+use common::mem::{anon_rw, contains, hex};
 use securememory::{Layout, Options, ProtectedFactory, SecretFactory};
 
 const TEST: &str = "from_stdin_leaves_no_copy_in_ordinary_memory";
@@ -30,10 +30,6 @@ const CASES: [(&str, Layout, bool); 3] = [
     ("stdin-pooled", Layout::Pooled, false),
     ("reader-page", Layout::Page, true),
 ];
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// A random secret none of whose bytes is a newline (so no line-oriented
 /// reader splits it), distinctive enough that a hit is never chance.
@@ -109,19 +105,7 @@ struct Needle {
 impl Needle {
     fn from_hex(hex: &str) -> Needle {
         let len = hex.len() / 2;
-        // SAFETY: a fresh private anonymous mapping of one page, checked.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED, "mmap");
-        let page = page as *mut u8;
+        let page = anon_rw(4096) as *mut u8;
         for i in 0..len {
             let b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
             // SAFETY: `i < len <= 4096`, inside the page.
@@ -133,19 +117,6 @@ impl Needle {
         // SAFETY: the page lives as long as `self` and holds `len` bytes.
         unsafe { std::slice::from_raw_parts(self.page, self.len) }
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    // SAFETY: memmem reads only within the two slices, given with their lengths.
-    let p = unsafe {
-        libc::memmem(
-            hay.as_ptr() as *const c_void,
-            hay.len(),
-            needle.as_ptr() as *const c_void,
-            needle.len(),
-        )
-    };
-    !p.is_null()
 }
 
 /// How many readable, writable mappings (other than the needle's page)

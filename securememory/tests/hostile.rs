@@ -6,21 +6,18 @@
 
 #[macro_use]
 mod common;
-mod support_proc;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use caps::{CapSet, Capability};
 use common::child::in_worker;
 use common::procfs::{status_field, vm_lck_kib};
-use common::rlimit::{memlock, set_memlock};
+use common::rlimit::{memlock, set_memlock, CAP_IPC_LOCK};
 use securememory::test_hooks::{clear_faults, fail_next, FaultOp};
 use securememory::{
     stats, Backend, Error, Layout, Options, PoolProtection, ProcessLimit, ProtectedFactory, Secret,
     SecretFactory,
 };
-use support_proc::{assert_no_thread_has, CAP_IPC_LOCK};
 
 fn page() -> usize {
     common::page_size()
@@ -317,16 +314,7 @@ child_test! {
 /// Lower `RLIMIT_NOFILE` and open files until the process has no
 /// descriptor left; dropping the files frees them.
 fn exhaust_descriptors() -> Vec<File> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit structs for the kernel to fill and read.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = 256.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
+    common::rlimit::lower_nofile(256);
     let mut files = Vec::with_capacity(256);
     loop {
         match File::open("/dev/null") {
@@ -387,11 +375,7 @@ child_test! {
 const LIMIT: u64 = 64 * 1024;
 
 fn unknown_limit_worker() {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
-    let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
     let eperm = libc::EPERM;
     common::seccomp::deny(&[(libc::SYS_prlimit64, eperm), (libc::SYS_getrlimit, eperm)])
         .expect("install the seccomp filter");
@@ -723,11 +707,8 @@ child_test! {
 // ---- the memlock limit lowered at run time ----
 
 fn lowered_worker() {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
     let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
     let f = ProtectedFactory::default();
     let held: Vec<Secret> = (0..4).map(|i| f.new(&mut [i as u8; 32]).unwrap()).collect();
     assert_eq!(held[0].with_bytes(|b| b[0]).unwrap(), 0);

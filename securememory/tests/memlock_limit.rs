@@ -17,25 +17,20 @@
 mod common;
 mod support_proc;
 
-use caps::{CapSet, Capability};
 use common::child::in_worker;
 use common::configs::memfd_secret_or_skip;
 use common::procfs::vm_lck_kib;
-use common::rlimit::{memlock, set_memlock};
+use common::rlimit::{memlock, CAP_IPC_LOCK};
 use securememory::{
     stats, Backend, Error, LockPolicy, Options, ProtectedFactory, Secret, SecretFactory,
 };
-use support_proc::{assert_no_thread_has, capture_tracing, CAP_IPC_LOCK};
+use support_proc::capture_tracing;
 
 const LIMIT: u64 = 64 * 1024;
 
 /// Worker setup: no CAP_IPC_LOCK anywhere, a small soft limit, a warm scratch buffer.
 fn setup() -> (u64, u64) {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
-    let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
     // Probe memfd_secret now, under the limit (it maps one page and unmaps it).
     let _ = securememory::memfd_secret_status();
     let warm = ProtectedFactory::default().new(&mut [7u8; 32]).unwrap();

@@ -25,18 +25,14 @@ mod support_parity;
 use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::child::{describe, role, CHILD_ENV, DONE};
+use common::child::{role, Child, DONE};
 use common::configs::{all, by_name, Config};
 use common::procfs::vm_lck_kib;
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use common::recorder::HookRecorder;
 use securememory::{stats, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory, Stats};
 use support_parity::pattern;
 
@@ -61,56 +57,11 @@ fn tick() {
     }
 }
 
-/// A metric handle whose every operation is a call into user code.
-struct Handle;
-
-impl CounterFn for Handle {
-    fn increment(&self, _: u64) {
-        tick();
-    }
-    fn absolute(&self, _: u64) {
-        tick();
-    }
-}
-
-impl GaugeFn for Handle {
-    fn increment(&self, _: f64) {
-        tick();
-    }
-    fn decrement(&self, _: f64) {
-        tick();
-    }
-    fn set(&self, _: f64) {
-        tick();
-    }
-}
-
-impl HistogramFn for Handle {
-    fn record(&self, _: f64) {
-        tick();
-    }
-}
-
-/// The recorder: registering a metric is a call too.
-struct PanickingRecorder;
-
-impl Recorder for PanickingRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
-        tick();
-        Counter::from_arc(Arc::new(Handle))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        tick();
-        Gauge::from_arc(Arc::new(Handle))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        tick();
-        Histogram::from_arc(Arc::new(Handle))
-    }
-}
+/// The recorder: registering a metric and every handle operation is a call.
+const PANICKING_RECORDER: HookRecorder = HookRecorder {
+    on_register: |_| tick(),
+    on_use: Some(tick),
+};
 
 /// The subscriber: every event (and the check before it) is a call.
 struct PanickingSubscriber;
@@ -139,7 +90,7 @@ impl tracing::Subscriber for PanickingSubscriber {
 fn install() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        metrics::set_global_recorder(PanickingRecorder).expect("install the recorder");
+        metrics::set_global_recorder(PANICKING_RECORDER).expect("install the recorder");
         tracing::subscriber::set_global_default(PanickingSubscriber)
             .expect("install the subscriber");
         let default = std::panic::take_hook();
@@ -430,42 +381,7 @@ fn per_config(test: &'static str, limit: Duration, body: fn(&Config)) {
 /// Re-run this binary's test `test` as a child with role `role`; kill it
 /// after `limit` (a deadlock). `Ok(stdout)` if it printed [`DONE`].
 fn run_with_timeout(test: &str, role: &str, limit: Duration) -> Result<String, String> {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out_path = std::env::temp_dir().join(format!(
-        "panic-injection-{}-{test}-{role}",
-        std::process::id()
-    ));
-    let out = std::fs::File::create(&out_path).expect("child output file");
-    let mut child = Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, role)
-        .stdout(out.try_clone().expect("dup"))
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn the child");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    for line in text.lines().filter(|l| l.starts_with("SKIPPED:")) {
-        eprintln!("{line}");
-    }
-    match status {
-        None => Err(format!("killed after {limit:?} (deadlock?)\n{text}")),
-        Some(s) if s.success() && text.contains(DONE) => Ok(text),
-        Some(s) => Err(format!("{}\n{text}", describe(s))),
-    }
+    Child::new(test, role).run_until_done(limit, "deadlock?")
 }
 
 #[test]

@@ -14,19 +14,16 @@
 //! the phases' durations are printed.
 
 mod common;
-mod support_proc;
 
 use std::time::Instant;
 
-use caps::{CapSet, Capability};
 use common::child::{self, Child};
 use common::configs::protection_keys_or_skip;
 use common::procfs::vm_lck_kib;
-use common::rlimit::set_memlock;
+use common::rlimit::{set_memlock, CAP_IPC_LOCK};
 use securememory::{
     stats, Layout, Options, PoolProtection, ProtectedFactory, Secret, SecretFactory,
 };
-use support_proc::{assert_no_thread_has, CAP_IPC_LOCK};
 
 const N: usize = 100_000;
 const LEN: usize = 32;
@@ -44,9 +41,7 @@ fn value(i: usize) -> [u8; LEN] {
 }
 
 fn worker(protection: PoolProtection) {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
+    common::rlimit::drop_ipc_lock();
     set_memlock(Some(LIMIT), Some(LIMIT));
     let page = common::page_size() as u64;
 

@@ -31,16 +31,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use caps::{CapSet, Capability};
 use common::child::{describe, is_child, role, Child, CHILD_ENV, DONE};
 use common::procfs::{is_locked_at, vma_at};
-use common::rlimit::{memlock, set_memlock};
+use common::rlimit::{memlock, CAP_IPC_LOCK};
 use securememory::{
     stats, test_hooks, AccessPath, Backend, Error, Layout, LockPolicy, Options, ProtectedFactory,
     Secret, SecretFactory,
 };
 use support_child::{announce_fatal_access, assert_segv_after_marker, no_core_file};
-use support_proc::{assert_no_thread_has, capture_tracing, fork_and_wait, CAP_IPC_LOCK};
+use support_proc::{capture_tracing, fork_and_wait};
 
 /// The soft memlock limit of the workers.
 const LIMIT: u64 = 64 * 1024;
@@ -63,26 +62,13 @@ fn copy_page() -> ProtectedFactory {
 
 /// In a worker: no `CAP_IPC_LOCK` in any thread, and a soft limit of [`LIMIT`].
 fn no_cap_small_limit() {
-    caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK).unwrap();
-    caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK).unwrap();
-    assert_no_thread_has(CAP_IPC_LOCK);
-    let (_, hard) = memlock();
-    set_memlock(Some(LIMIT), hard);
+    common::rlimit::no_ipc_lock_soft_limit(LIMIT);
 }
 
 /// One-page copy-path secrets until the budget refuses: after this no
 /// thread that has no scratch yet can lock one.
 fn fill_budget() -> Vec<Secret> {
-    let f = copy_page();
-    let mut held = Vec::new();
-    loop {
-        match f.new(&mut value(held.len(), 32)) {
-            Ok(s) => held.push(s),
-            Err(Error::LockFailed { .. }) => return held,
-            Err(e) => panic!("filling the budget: {e}"),
-        }
-        assert!(held.len() < 100, "never refused under a {LIMIT}-byte limit");
-    }
+    common::rlimit::fill_budget(&copy_page(), LIMIT, |i| value(i, 32))
 }
 
 /// Start this test binary as a worker running `test` as `role`, without

@@ -7,7 +7,9 @@
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Set in a re-executed test binary to the role the child plays; its
 /// presence is what makes a test act as the child.
@@ -36,6 +38,8 @@ pub fn done() {
 /// A re-execution of this test binary, to be started with [`Child::run`].
 pub struct Child {
     cmd: Command,
+    /// `<test>-<role>`, naming the file [`Child::run_merged`] collects output in.
+    name: String,
 }
 
 impl Child {
@@ -45,7 +49,10 @@ impl Child {
         let mut cmd = Command::new(exe);
         cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, role);
-        Child { cmd }
+        Child {
+            cmd,
+            name: format!("{test}-{role}"),
+        }
     }
 
     /// Run in directory `dir`.
@@ -91,6 +98,57 @@ impl Child {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Start the child with stdout and stderr merged into one text, and kill
+    /// it if it is still running after `limit` (a hang or deadlock): the
+    /// status is `None` then.
+    pub fn run_merged(mut self, limit: Duration) -> (Option<ExitStatus>, String) {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let out_path = std::env::temp_dir().join(format!(
+            "securememory-child-{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            self.name
+        ));
+        let out = std::fs::File::create(&out_path).expect("child output file");
+        let mut child = self
+            .cmd
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn the child");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the child") {
+                break Some(status);
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&out_path);
+        (status, text)
+    }
+
+    /// [`Child::run_merged`], passing its SKIPPED notes through: `Ok(output)`
+    /// if it exited 0 and printed [`DONE`], else what went wrong (`hang`
+    /// names a kill after `limit`) with the output.
+    pub fn run_until_done(self, limit: Duration, hang: &str) -> Result<String, String> {
+        let (status, text) = self.run_merged(limit);
+        for line in text.lines().filter(|l| l.starts_with("SKIPPED:")) {
+            eprintln!("{line}");
+        }
+        match status {
+            None => Err(format!("killed after {limit:?} ({hang})\n{text}")),
+            Some(s) if s.success() && text.contains(DONE) => Ok(text),
+            Some(s) => Err(format!("{}\n{text}", describe(s))),
         }
     }
 }

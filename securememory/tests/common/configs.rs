@@ -169,3 +169,24 @@ pub fn by_name(name: &str) -> Config {
 pub fn child_config() -> Option<Config> {
     super::child::role().map(|n| by_name(&n))
 }
+
+/// A memfd factory with `layout` on the copy path (the scratch tests' subject).
+pub fn memfd_copy(layout: Layout) -> ProtectedFactory {
+    ProtectedFactory::new(
+        Options::default()
+            .backend(Backend::Memfd)
+            .layout(layout)
+            .access(AccessPath::Copy),
+    )
+    .unwrap()
+}
+
+/// Guarded memfd secrets on the copy path.
+pub fn guarded_copy() -> ProtectedFactory {
+    memfd_copy(Layout::Guarded)
+}
+
+/// Page-layout memfd secrets on the copy path.
+pub fn page_copy() -> ProtectedFactory {
+    memfd_copy(Layout::Page)
+}

@@ -1,6 +1,7 @@
 //! Helpers of the process-level tests (`guarantee_fork.rs`,
 //! `fork_child_secrets.rs`, `guarantee_descriptor.rs`, `memlock_limit.rs`,
-//! `pool_capacity.rs`): `fork`, capabilities and a `tracing` capture.
+//! `pool_capacity.rs`): `fork` and a `tracing` capture (capabilities and
+//! the memlock limit are in `common::rlimit`).
 //!
 //! Each test file uses only part of this module.
 #![allow(dead_code)]
@@ -10,11 +11,6 @@ use std::io::{self, Write as _};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
-
-use crate::common::procfs::{status_field, thread_ids};
-
-/// `CAP_IPC_LOCK` (linux/capability.h): lifts `RLIMIT_MEMLOCK`.
-pub const CAP_IPC_LOCK: u32 = 14;
 
 /// Fork. In the child run `child` and leave with `_exit(code)` (101 if it
 /// panics) without returning into the test harness; in the parent wait for
@@ -30,41 +26,9 @@ pub fn fork_and_wait(child: impl FnOnce() -> i32) -> ExitStatus {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
     if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-        io::stdout().flush().ok();
-        io::stderr().flush().ok();
-        // SAFETY: ends the child at once; nothing of the parent's (atexit
-        // handlers, the harness) runs in it.
-        unsafe { libc::_exit(code) }
+        crate::common::run_and_exit(child);
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        assert_eq!(e.kind(), io::ErrorKind::Interrupted, "waitpid: {e}");
-    }
-    ExitStatus::from_raw(status)
-}
-
-/// Check that no thread of this process has `cap` in its effective or
-/// permitted set (capabilities are per thread; the library reads
-/// `/proc/self/status`, which is the main thread's).
-pub fn assert_no_thread_has(cap: u32) {
-    for tid in thread_ids() {
-        let path = format!("/proc/self/task/{tid}/status");
-        for set in ["CapEff", "CapPrm"] {
-            let bits = u64::from_str_radix(&status_field(&path, set), 16).expect("cap mask");
-            assert_eq!(
-                bits & (1 << cap),
-                0,
-                "thread {tid} still has capability {cap} in {set} ({bits:#x})"
-            );
-        }
-    }
+    ExitStatus::from_raw(crate::common::wait_status(pid))
 }
 
 /// The events a [`Capture`] subscriber saw: level and fields as text.
