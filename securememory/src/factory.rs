@@ -8,12 +8,13 @@ use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
 use crate::mem::pkey::Pkey;
-use crate::mem::region::{BackingKind, Region, RegionSpec, MAX_SECRET_LEN};
+use crate::mem::region::MAX_SECRET_LEN;
 use crate::mem::sys;
-use crate::options::{Backend, CoreDumps, Layout, Options, Resolved};
-use crate::secret::{Secret, Storage, CANARY_LEN};
+use crate::metrics;
+use crate::options::{CoreDumps, Options, Resolved};
+use crate::secret::Secret;
 use crate::source::Source;
-use crate::{metrics, pool};
+use crate::storage::Storage;
 
 /// Makes [`Secret`]s. Asherah Go's `SecretFactory`.
 pub trait SecretFactory: Send + Sync {
@@ -141,11 +142,7 @@ impl ProtectedFactory {
         }
         let opts = self.opts;
         let started = Instant::now();
-        let storage = if opts.layout == Layout::Pooled && len <= pool::MAX_SLOT {
-            Storage::Slot(pool::create(len, &mut src, opts.lock, self.key)?)
-        } else {
-            self.create_pages(len, &mut src, &opts)?
-        };
+        let storage = Storage::create(len, &mut src, &opts, self.key)?;
         metrics::created(started.elapsed());
         crate::shield::shield(
             || tracing::debug!(len, backend = ?opts.backend, layout = ?opts.layout, "securememory: secret created"),
@@ -157,40 +154,6 @@ impl ProtectedFactory {
             opts.backend,
             opts.lock,
         ))
-    }
-
-    fn create_pages(&self, len: usize, src: &mut Source<'_>, opts: &Options) -> Result<Storage> {
-        let guarded = opts.layout == Layout::Guarded;
-        let spec = RegionSpec {
-            len: if guarded { len + CANARY_LEN } else { len },
-            guard: guarded,
-            backing: match opts.backend {
-                Backend::Anonymous => BackingKind::Anonymous,
-                Backend::MemfdSecret => BackingKind::MemfdSecret,
-                _ => BackingKind::Memfd,
-            },
-            lock: opts.lock,
-        };
-        let mut canary = None;
-        if guarded {
-            let mut c = [0u8; CANARY_LEN];
-            sys::fill_random(&mut c).map_err(Error::RandomFailed)?;
-            canary = Some(c);
-        }
-        let mut off = 0;
-        let region = Region::create(spec, |data| {
-            if let Some(c) = &canary {
-                // Flush against the trailing guard page, canary just before.
-                off = data.len() - len;
-                data[off - CANARY_LEN..off].copy_from_slice(c);
-            }
-            src.fill(&mut data[off..off + len])
-        })?;
-        Ok(Storage::Pages {
-            region,
-            off,
-            canary,
-        })
     }
 }
 

@@ -53,6 +53,7 @@ mod reader;
 mod secret;
 mod shield;
 mod source;
+mod storage;
 mod sync;
 pub mod system;
 #[cfg(feature = "test-hooks")]

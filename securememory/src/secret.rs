@@ -3,19 +3,15 @@
 use std::cell::Cell;
 use std::fmt;
 
-use crate::access::{Drained, Gate, Turn, Window};
+use crate::access::Gate;
 use crate::error::{Error, Result};
 use crate::mem::copy;
-use crate::mem::region::{Region, RegionWindow};
-use crate::mem::scratch::{self, Placement};
+use crate::mem::scratch;
 use crate::options::{AccessPath, LockPolicy};
-use crate::pool::Slot;
 use crate::reader::SecretReader;
 use crate::shield::shield;
+use crate::storage::{Released, Storage};
 use crate::{fork, metrics};
-
-/// Bytes of the canary written in front of a guarded secret.
-pub(crate) const CANARY_LEN: usize = 16;
 
 /// Where a copy-path access puts the bytes (see `Secret::copies`).
 #[derive(Clone, Copy)]
@@ -24,45 +20,6 @@ enum Through {
     Scratch,
     /// The caller's buffer (`read_at`, the reader's primitive).
     CallersBuffer,
-}
-
-/// Where a secret lives.
-pub(crate) enum Storage {
-    /// Pages of its own; the secret at `off` in the data pages.
-    Pages {
-        region: Region,
-        off: usize,
-        canary: Option<[u8; CANARY_LEN]>,
-    },
-    /// A slot in a shared pool page.
-    Slot(Slot),
-}
-
-/// The window of a secret: its pages, or nothing for pool slots (which are
-/// only ever read by the copy path).
-enum SecretWindow<'a> {
-    Pages(RegionWindow<'a>),
-    None,
-}
-
-impl Window for SecretWindow<'_> {
-    fn open(&self, turn: &Turn) -> Result<()> {
-        match self {
-            SecretWindow::Pages(w) => w.open(turn),
-            SecretWindow::None => Err(Error::Unsupported("pooled secrets have no window".into())),
-        }
-    }
-    fn close(&self, turn: &Turn) -> Result<()> {
-        match self {
-            SecretWindow::Pages(w) => w.close(turn),
-            SecretWindow::None => Ok(()),
-        }
-    }
-    fn changed(&self, result: &Result<()>) {
-        if let SecretWindow::Pages(w) = self {
-            w.changed(result);
-        }
-    }
 }
 
 /// The deepest nesting of accesses tracked per thread.
@@ -154,18 +111,8 @@ impl Secret {
             // called during the creation (a metrics recorder, a `tracing`
             // subscriber) goes on in the child, where this storage is the
             // parent's (not mapped, or zeroed).
-            fork_gen: match &storage {
-                Storage::Pages { region, .. } => region.fork_gen(),
-                Storage::Slot(slot) => slot.chunk_fork_gen(),
-            },
+            fork_gen: storage.fork_gen(),
             storage,
-        }
-    }
-
-    fn window(&self) -> SecretWindow<'_> {
-        match &self.storage {
-            Storage::Pages { region, .. } => SecretWindow::Pages(RegionWindow::new(region)),
-            Storage::Slot(_) => SecretWindow::None,
         }
     }
 
@@ -201,10 +148,7 @@ impl Secret {
         if self.is_closed() {
             return Ok(false);
         }
-        let (start, len) = match &self.storage {
-            Storage::Pages { region, .. } => (region.data_addr(), region.data_len()),
-            Storage::Slot(slot) => (slot.addr(), self.len),
-        };
+        let (start, len) = self.storage.data_pages(self.len);
         crate::system::range_readable(start, start + len)
     }
 
@@ -266,33 +210,21 @@ impl Secret {
     /// cannot be had is an error, never a silent switch to the window.
     #[inline]
     fn with_copy<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let w = self.window();
+        let w = self.storage.window();
         let entered = self.gate.enter(&w)?;
-        let mut buf = scratch::reserve(self.len, self.placement(), self.lock)?;
-        self.copy_out(0, &mut buf)?;
+        let mut buf = scratch::reserve(self.len, self.storage.placement(), self.lock)?;
+        self.storage.copy_out(0, &mut buf)?;
         let r = f(&buf);
         drop(buf);
         entered.finish()?;
         Ok(r)
     }
 
-    /// A guarded secret's copy sits flush against a guard page, as the
-    /// secret does in its own pages.
-    fn placement(&self) -> Placement {
-        match &self.storage {
-            Storage::Pages {
-                canary: Some(_), ..
-            } => Placement::FlushAgainstGuard,
-            _ => Placement::Any,
-        }
-    }
-
     fn with_window<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let Storage::Pages { region, off, .. } = &self.storage else {
+        let Some(w) = self.storage.pages_window() else {
             // Pooled secrets fit the scratch and always take the copy path.
             return Err(Error::Unsupported("pooled secrets have no window".into()));
         };
-        let w = self.window();
         let entered = self.gate.enter_window(&w)?;
         // The recorder told of the protection change (user code, called
         // once the window is open) may have forked: in that child the pages
@@ -300,7 +232,7 @@ impl Secret {
         if fork::generation() != self.fork_gen {
             return Err(Error::Forked);
         }
-        let r = f(region.view(*off, self.len, &entered));
+        let r = f(w.view(self.len, &entered));
         entered.finish()?;
         Ok(r)
     }
@@ -345,9 +277,9 @@ impl Secret {
         let dst = &mut buf[..n];
         if self.copies(Through::CallersBuffer) {
             // The caller's buffer is the destination: no scratch, no window.
-            let w = self.window();
+            let w = self.storage.window();
             let entered = self.gate.enter(&w)?;
-            self.copy_out(pos, dst)?;
+            self.storage.copy_out(pos, dst)?;
             entered.finish()?;
         } else {
             let _active = Active::push(&self.gate)?;
@@ -355,14 +287,6 @@ impl Secret {
             self.with_window(|b| copy::copy(dst, &b[pos..pos + n]))?;
         }
         Ok(n)
-    }
-
-    #[inline]
-    fn copy_out(&self, pos: usize, buf: &mut [u8]) -> Result<()> {
-        match &self.storage {
-            Storage::Pages { region, off, .. } => region.copy_out(off + pos, buf),
-            Storage::Slot(slot) => slot.copy_out(pos, buf),
-        }
     }
 
     /// Close the secret: stop new accesses, wait for those in flight, then
@@ -400,9 +324,7 @@ impl Secret {
             // from the parent's threads, so waiting could hang forever. Mark
             // it closed without waiting; the memory is not the child's.
             if let Some(drained) = self.gate.abandon() {
-                if let Storage::Pages { region, .. } = &self.storage {
-                    let _ = region.release(&drained);
-                }
+                self.storage.release_in_fork_child(&drained);
             }
             return Ok(());
         }
@@ -410,12 +332,11 @@ impl Secret {
         // while a lock is held. The gate marks it claimed before it runs, so
         // it runs at most once even if it unwinds.
         let released = self.gate.close(|drained| {
-            let canary = self.canary_intact(drained);
-            let wiped = match &self.storage {
-                Storage::Pages { region, .. } => region.release(drained),
-                Storage::Slot(slot) => slot.release_closed(drained),
-            };
-            (canary, wiped, metrics::count_closed())
+            let Released {
+                canary_intact,
+                wiped,
+            } = self.storage.release(drained);
+            (canary_intact, wiped, metrics::count_closed())
         });
         let Some((canary, wiped, in_use)) = released else {
             return Ok(());
@@ -438,34 +359,6 @@ impl Secret {
             // or copy): that error, not a false report of damage.
             Err(e) => Err(e),
         }
-    }
-
-    /// Compare the canary with the one written at creation: `Ok(false)` if
-    /// it was damaged, an error if it could not be read.
-    fn canary_intact(&self, drained: &Drained) -> Result<bool> {
-        let Storage::Pages {
-            region,
-            off,
-            canary: Some(expected),
-        } = &self.storage
-        else {
-            return Ok(true);
-        };
-        // After a failed hide the pages (canary included) were wiped on
-        // purpose: nothing to check. (A fork child never gets here: `close`
-        // returns before.)
-        if region.hide_failed() {
-            return Ok(true);
-        }
-        let mut now = [0u8; CANARY_LEN];
-        let at = off - CANARY_LEN;
-        region.read_at_rest(at, &mut now, drained)?;
-        // Compare without an early exit.
-        Ok(now
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0)
     }
 
     #[cfg(feature = "test-hooks")]

@@ -2,7 +2,7 @@
 //! Never enable this feature in a program that holds real secrets: these
 //! functions can read and damage protected memory.
 
-use crate::secret::{Secret, Storage, CANARY_LEN};
+use crate::secret::Secret;
 
 pub use crate::mem::inject::Op as FaultOp;
 
@@ -18,31 +18,18 @@ pub fn clear_faults() {
 
 /// Address of the secret's first byte in its protected mapping.
 pub fn data_address(s: &Secret) -> usize {
-    match s.storage() {
-        Storage::Pages { region, off, .. } => region.data_addr() + off,
-        Storage::Slot(slot) => slot.addr(),
-    }
+    s.storage().data_address()
 }
 
 /// Address and length of the secret's data pages (the whole mapping
 /// excluding guard pages); for pooled secrets, the slot.
 pub fn data_pages(s: &Secret) -> (usize, usize) {
-    match s.storage() {
-        Storage::Pages { region, .. } => (region.data_addr(), region.data_len()),
-        Storage::Slot(slot) => (slot.addr(), s.len()),
-    }
+    s.storage().data_pages(s.len())
 }
 
 /// Flip one byte of a guarded secret's canary.
 pub fn corrupt_canary(s: &Secret) -> crate::Result<()> {
-    match s.storage() {
-        Storage::Pages {
-            region,
-            off,
-            canary: Some(_),
-        } => region.poke(off - CANARY_LEN, 0x5a),
-        _ => Err(crate::Error::Unsupported("not a guarded secret".into())),
-    }
+    s.storage().corrupt_canary()
 }
 
 /// The bytes of the last region or slot released on this thread, read

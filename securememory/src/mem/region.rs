@@ -17,7 +17,7 @@
 //!
 //! Without guard pages the region is the data pages alone. The secret's
 //! placement inside the data pages (and the canary) is decided by the
-//! caller; this type only knows pages.
+//! guarded layout (`storage/guarded.rs`); this type only knows pages.
 //!
 //! Backing memory:
 //! - `Anonymous`: a private anonymous mapping, `MADV_WIPEONFORK`.

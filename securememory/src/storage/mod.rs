@@ -1,0 +1,239 @@
+//! Where a secret lives: pages of its own (plain or guarded) or a pool slot.
+//! The secret asks its [`Storage`] to copy out, open a window, check the
+//! canary and release; it never looks inside. The guarded layout is known
+//! in `guarded.rs` alone.
+
+mod guarded;
+
+use crate::access::{Drained, Entered, Turn, Window};
+use crate::error::{Error, Result};
+use crate::mem::pkey::Pkey;
+use crate::mem::region::{BackingKind, Region, RegionSpec, RegionWindow};
+use crate::mem::scratch::Placement;
+use crate::options::{Backend, Layout, Options};
+use crate::pool::{self, Slot};
+use crate::source::Source;
+use guarded::Guarded;
+
+/// Where a secret lives. Its memory is released (wiped, unlocked, unmapped
+/// or given back) once: by [`release`](Storage::release), or when dropped
+/// (a panic before the secret is built leaks nothing), whichever is first.
+pub(crate) struct Storage(Kind);
+
+enum Kind {
+    /// Pages of its own, the secret at their start.
+    Pages(Region),
+    /// Pages of its own between guard pages, with a canary.
+    Guarded(Guarded),
+    /// A slot in a shared pool page.
+    Slot(Slot),
+}
+
+/// What a release found and did.
+pub(crate) struct Released {
+    /// `Ok(false)` if a guarded secret's canary was damaged, an error if it
+    /// could not be read; `Ok(true)` otherwise.
+    pub(crate) canary_intact: Result<bool>,
+    /// The wipe's outcome.
+    pub(crate) wiped: Result<()>,
+}
+
+impl Storage {
+    /// Storage for a new secret of `len` bytes, written from `src`: a pool
+    /// slot for a small pooled secret, else pages of its own.
+    pub(crate) fn create(
+        len: usize,
+        src: &mut Source<'_>,
+        opts: &Options,
+        key: Option<Pkey>,
+    ) -> Result<Storage> {
+        if opts.layout == Layout::Pooled && len <= pool::MAX_SLOT {
+            return Ok(Storage(Kind::Slot(pool::create(len, src, opts.lock, key)?)));
+        }
+        let backing = match opts.backend {
+            Backend::Anonymous => BackingKind::Anonymous,
+            Backend::MemfdSecret => BackingKind::MemfdSecret,
+            _ => BackingKind::Memfd,
+        };
+        if opts.layout == Layout::Guarded {
+            return Ok(Storage(Kind::Guarded(Guarded::create(
+                len, src, backing, opts.lock,
+            )?)));
+        }
+        let spec = RegionSpec {
+            len,
+            guard: false,
+            backing,
+            lock: opts.lock,
+        };
+        let region = Region::create(spec, |data| src.fill(&mut data[..len]))?;
+        Ok(Storage(Kind::Pages(region)))
+    }
+
+    /// The pages and the secret's offset in them; `None` for a pool slot.
+    #[inline]
+    fn pages(&self) -> Option<(&Region, usize)> {
+        match &self.0 {
+            Kind::Pages(region) => Some((region, 0)),
+            Kind::Guarded(g) => Some((&g.region, g.off)),
+            Kind::Slot(_) => None,
+        }
+    }
+
+    /// The fork generation the memory was made in.
+    pub(crate) fn fork_gen(&self) -> u64 {
+        match &self.0 {
+            Kind::Pages(region) => region.fork_gen(),
+            Kind::Guarded(g) => g.region.fork_gen(),
+            Kind::Slot(slot) => slot.chunk_fork_gen(),
+        }
+    }
+
+    /// Kernel (or keyed) copy of `[pos, pos + buf.len())` of the secret.
+    #[inline]
+    pub(crate) fn copy_out(&self, pos: usize, buf: &mut [u8]) -> Result<()> {
+        match &self.0 {
+            Kind::Pages(region) => region.copy_out(pos, buf),
+            Kind::Guarded(g) => g.region.copy_out(g.off + pos, buf),
+            Kind::Slot(slot) => slot.copy_out(pos, buf),
+        }
+    }
+
+    /// Where a copy of the secret goes in the scratch: a guarded secret's
+    /// copy sits flush against a guard page, as the secret does.
+    #[inline]
+    pub(crate) fn placement(&self) -> Placement {
+        match &self.0 {
+            Kind::Guarded(_) => Placement::FlushAgainstGuard,
+            _ => Placement::Any,
+        }
+    }
+
+    /// The window the gate opens and closes around an access: the pages,
+    /// or nothing for a slot (only ever read by the copy path).
+    #[inline]
+    pub(crate) fn window(&self) -> StorageWindow<'_> {
+        match self.pages_window() {
+            Some(w) => StorageWindow::Pages(w),
+            None => StorageWindow::None,
+        }
+    }
+
+    /// The pages as a window to view the secret through; `None` for a slot.
+    #[inline]
+    pub(crate) fn pages_window(&self) -> Option<PagesWindow<'_>> {
+        self.pages()
+            .map(|(region, off)| PagesWindow { region, off })
+    }
+
+    /// Check the canary, then wipe and release the memory. `drained`
+    /// proves no access is in flight. The memory is released once: later
+    /// calls (and the drop) do nothing.
+    pub(crate) fn release(&self, drained: &Drained) -> Released {
+        let canary_intact = match &self.0 {
+            Kind::Guarded(g) => g.canary_intact(drained),
+            _ => Ok(true),
+        };
+        let wiped = match &self.0 {
+            Kind::Pages(region) => region.release(drained),
+            Kind::Guarded(g) => g.region.release(drained),
+            Kind::Slot(slot) => slot.release_closed(drained),
+        };
+        Released {
+            canary_intact,
+            wiped,
+        }
+    }
+
+    /// In a fork child: the memory is the parent's; release what is ours to
+    /// (a private mapping the child got a copy of), touch nothing else.
+    pub(crate) fn release_in_fork_child(&self, drained: &Drained) {
+        if let Some((region, _)) = self.pages() {
+            let _ = region.release(drained);
+        }
+    }
+
+    /// Address and length of the memory holding a secret of `len` bytes:
+    /// the data pages (guard pages excluded), or the slot's first `len`.
+    pub(crate) fn data_pages(&self, len: usize) -> (usize, usize) {
+        match &self.0 {
+            Kind::Pages(region) | Kind::Guarded(Guarded { region, .. }) => {
+                (region.data_addr(), region.data_len())
+            }
+            Kind::Slot(slot) => (slot.addr(), len),
+        }
+    }
+
+    /// Address of the secret's first byte (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn data_address(&self) -> usize {
+        match &self.0 {
+            Kind::Pages(region) => region.data_addr(),
+            Kind::Guarded(g) => g.region.data_addr() + g.off,
+            Kind::Slot(slot) => slot.addr(),
+        }
+    }
+
+    /// Flip one byte of a guarded secret's canary (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn corrupt_canary(&self) -> Result<()> {
+        match &self.0 {
+            Kind::Guarded(g) => g.corrupt_canary(),
+            _ => Err(Error::Unsupported("not a guarded secret".into())),
+        }
+    }
+}
+
+/// A secret's own pages seen as a window, and where the secret is in them.
+pub(crate) struct PagesWindow<'a> {
+    region: &'a Region,
+    off: usize,
+}
+
+impl PagesWindow<'_> {
+    /// The secret's `len` bytes while the window is open (`proof`).
+    #[inline]
+    pub(crate) fn view<'a, W: Window>(&'a self, len: usize, proof: &'a Entered<'a, W>) -> &'a [u8] {
+        self.region.view(self.off, len, proof)
+    }
+}
+
+impl Window for PagesWindow<'_> {
+    #[inline]
+    fn open(&self, turn: &Turn) -> Result<()> {
+        RegionWindow::new(self.region).open(turn)
+    }
+    #[inline]
+    fn close(&self, turn: &Turn) -> Result<()> {
+        RegionWindow::new(self.region).close(turn)
+    }
+    fn changed(&self, result: &Result<()>) {
+        RegionWindow::new(self.region).changed(result);
+    }
+}
+
+/// The window of any storage: its pages, or nothing for a pool slot.
+pub(crate) enum StorageWindow<'a> {
+    Pages(PagesWindow<'a>),
+    None,
+}
+
+impl Window for StorageWindow<'_> {
+    fn open(&self, turn: &Turn) -> Result<()> {
+        match self {
+            StorageWindow::Pages(w) => w.open(turn),
+            StorageWindow::None => Err(Error::Unsupported("pooled secrets have no window".into())),
+        }
+    }
+    fn close(&self, turn: &Turn) -> Result<()> {
+        match self {
+            StorageWindow::Pages(w) => w.close(turn),
+            StorageWindow::None => Ok(()),
+        }
+    }
+    fn changed(&self, result: &Result<()>) {
+        if let StorageWindow::Pages(w) = self {
+            w.changed(result);
+        }
+    }
+}
