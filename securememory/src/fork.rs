@@ -23,19 +23,16 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::mem::once::ForkSafeOnce;
 use crate::mem::{sentinel, sys};
 
 /// The generation: 0 in the process that first used the library, one more
 /// per fork below it. The armed sentinel holds `generation + 1`.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
-/// The one-time install: `NOT_INSTALLED`, `INSTALLED`, or the pid of the
-/// process whose thread is installing. Not a `std::sync::Once`: a fork taken
-/// while another thread installs copies a `Once` that no thread of the child
-/// will ever finish, and the child's first call would wait forever. A pid
-/// that is not ours says the install was copied mid-flight: take it over.
-static INSTALL: AtomicU64 = AtomicU64::new(NOT_INSTALLED);
-const NOT_INSTALLED: u64 = 0;
-const INSTALLED: u64 = u64::MAX;
+/// The one-time install. A `ForkSafeOnce`, not a `std::sync::Once`: a fork
+/// taken while another thread installs copies a `Once` that no thread of
+/// the child will ever finish, and the child's first call would wait forever.
+static INSTALL: ForkSafeOnce<()> = ForkSafeOnce::new();
 /// The sentinel word (or the cached pid) while a child's work runs.
 const BUSY: u64 = u64::MAX;
 
@@ -61,41 +58,20 @@ thread_local! {
 /// Register the at-fork handlers and make the sentinel, once per process.
 /// Called before the first secret (or memory file) exists.
 pub(crate) fn install() {
-    if INSTALL.load(Ordering::Acquire) != INSTALLED {
-        install_slow();
+    if INSTALL.get().is_none() {
+        // Redoing a step after a takeover in a fork child is harmless (the
+        // sentinel keeps a published word; a second set of handlers only
+        // announces each fork twice). The failures are logged once the
+        // install is marked done.
+        let mut failed = None;
+        INSTALL.get_or_init(|| failed = Some(install_once()));
+        if let Some(failed) = failed {
+            warn_install_failures(failed);
+        }
     }
     // Every entry point installs: so the first call of a raw fork child,
     // whichever it is (a factory, say), also notices the fork.
     let _ = generation();
-}
-
-#[cold]
-fn install_slow() {
-    let me = sys::getpid();
-    loop {
-        let seen = INSTALL.load(Ordering::Acquire);
-        if seen == INSTALLED {
-            return;
-        }
-        if seen == me {
-            // Another thread of this process is installing.
-            sys::yield_now();
-            continue;
-        }
-        // Not started, or copied mid-install from a fork parent (no thread
-        // here runs it): ours to do. Redoing a step is harmless (the
-        // sentinel keeps a published word; a second set of handlers only
-        // announces each fork twice).
-        if INSTALL
-            .compare_exchange(seen, me, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            let failed = install_once();
-            INSTALL.store(INSTALLED, Ordering::Release);
-            warn_install_failures(failed);
-            return;
-        }
-    }
 }
 
 /// Make the sentinel and register the handlers; returns their failures,
