@@ -166,9 +166,9 @@ impl Drop for ScratchBuf {
         unsafe { sys::wipe(self.ptr, self.len) };
         if let Some(own) = self.own.take() {
             // Not in the thread's stack: the region goes with the reservation.
-            // Its release calls metrics and tracing; a panic there is
-            // contained, as in `trim` (this may run while unwinding).
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(own)));
+            // (Its release reports through `shield`, which contains a
+            // recorder's panic, so this may run while unwinding.)
+            drop(own);
             return;
         }
         let _ = STACK.try_with(|s| {
@@ -189,8 +189,8 @@ impl Stack {
     /// With no reservation live: unmap the extra regions, and the first
     /// too if it was inherited from a fork parent. Each region is dropped
     /// outside the borrow: its release calls metrics and tracing (user code
-    /// that may come back in here, or panic; this runs inside a `Drop`,
-    /// perhaps already unwinding, so such a panic is contained here).
+    /// that may come back in here; a panic of theirs is contained by
+    /// `shield`, so none reaches this `Drop`, perhaps already unwinding).
     #[cold]
     fn trim(&self) {
         let gen = fork::generation();
@@ -209,11 +209,7 @@ impl Stack {
                 }
                 slabs.pop()
             };
-            let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(dropped)));
-            if released.is_err() {
-                // The region was wiped and unmapped before the user code ran.
-                return;
-            }
+            drop(dropped);
         }
     }
 }
