@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use crate::access::Drained;
 use crate::error::{Error, Result};
 use crate::mem::pkey::Pkey;
-use crate::mem::region::{BackingKind, Region, RegionSpec};
+use crate::mem::region::{Backing, Region, RegionSpec};
 use crate::mem::{scratch, sys};
 use crate::memfile::GENERATIONS;
 use crate::metrics;
@@ -336,14 +336,11 @@ fn new_chunk(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Entry>
     let spec = RegionSpec {
         len: pages * page,
         guard: true,
-        backing: BackingKind::Memfd,
+        backing: Backing::MemoryFile { key },
         lock,
     };
-    let mut region = Region::create(spec, |_| Ok(()))?;
-    if let Some(key) = key {
-        // On failure the region is dropped: wiped, unlocked and unmapped.
-        region.tag_with_key(key)?;
-    }
+    // Tagged with `key`, if any, as it is made.
+    let region = Region::create(spec, |_| Ok(()))?;
     let slot_size = MIN_SLOT << class;
     let slots = (region.data_len() / slot_size) as u32;
     Ok(Entry {
