@@ -22,13 +22,13 @@
 //! slot. Creating, reading and closing a secret in a free slot then makes no
 //! system call at all.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::access::Drained;
 use crate::error::{Error, Result};
 use crate::mem::pkey::Pkey;
 use crate::mem::region::{Backing, Region, RegionSpec};
+use crate::mem::release_once::ReleaseOnce;
 use crate::mem::{scratch, sys};
 use crate::memfile::GENERATIONS;
 use crate::metrics;
@@ -113,7 +113,7 @@ pub(crate) struct Slot {
     class: usize,
     id: usize,
     index: u32,
-    released: AtomicBool,
+    released: ReleaseOnce,
 }
 
 impl Drop for Slot {
@@ -149,9 +149,11 @@ impl Slot {
     }
 
     fn release_with(&self, drained: Option<&Drained>) -> Result<()> {
-        if self.released.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
+        self.released.run(|| self.release_now(drained))
+    }
+
+    /// The release itself (`ReleaseOnce` makes it run once).
+    fn release_now(&self, drained: Option<&Drained>) -> Result<()> {
         if crate::fork::generation() != self.chunk_fork_gen() {
             // A fork child: the chunk is not mapped here and the class lock
             // may have been held by a parent thread at the fork. Touch nothing.
@@ -291,7 +293,7 @@ fn wrap(chunk: Arc<Chunk>, class: usize, id: usize, index: u32) -> Slot {
         class,
         id,
         index,
-        released: AtomicBool::new(false),
+        released: ReleaseOnce::new(),
     };
     metrics::pool_changed(0, 1, 0);
     slot

@@ -34,6 +34,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::release_once::ReleaseOnce;
+
 mod anonymous;
 mod memory_file;
 mod release;
@@ -92,7 +94,7 @@ pub(crate) struct Region {
     counted: u64,
     /// Fork generation at creation: in a fork child the region is not ours.
     fork_gen: u64,
-    released: AtomicBool,
+    released: ReleaseOnce,
     /// Set when the pages could not be hidden after a window and were wiped.
     hide_failed: AtomicBool,
 }
@@ -190,7 +192,7 @@ impl Region {
             backing,
             counted,
             fork_gen,
-            released: AtomicBool::new(false),
+            released: ReleaseOnce::new(),
             hide_failed: AtomicBool::new(false),
         };
         region.map(spec.guard, spec.lock)?;

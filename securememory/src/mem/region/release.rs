@@ -2,8 +2,6 @@
 //! its range of the memory file; once, whoever asks first (the owner with
 //! its proof, or `Drop`).
 
-use std::sync::atomic::Ordering;
-
 use super::{Mapped, Region};
 use crate::access::Drained;
 use crate::budget;
@@ -22,9 +20,12 @@ impl Region {
     /// [`release`](Self::release) for callers that prove quiescence otherwise
     /// (`Drop`'s exclusive borrow).
     fn release_once(&self) -> Result<(), Error> {
-        if self.released.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
+        self.released.run(|| self.release_now())
+    }
+
+    /// The release itself (see [`ReleaseOnce`](crate::mem::release_once::ReleaseOnce)
+    /// for the once).
+    fn release_now(&self) -> Result<(), Error> {
         let mut wiped = Ok(());
         if self.fork_gen != fork::generation() {
             if matches!(self.backing, Mapped::Anonymous) && !self.base.is_null() {
