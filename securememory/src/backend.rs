@@ -38,9 +38,9 @@ pub(crate) fn memfd_secret_check() -> Result<(), Error> {
     // probe worked, the call alone is asked again (no page is mapped).
     // Fenced like a secret's creation: no fork copies the probe's
     // descriptor or mapping.
-    crate::fork::install();
+    crate::mem::fork::install();
     let asked = {
-        let _fence = crate::fork::fence();
+        let _fence = crate::mem::fork::fence();
         if WORKED.load(Ordering::Acquire) {
             sys::memfd_secret().map(drop).map_err(|e| ("create", e))
         } else {
@@ -92,8 +92,10 @@ fn classify(stage: &'static str, e: std::io::Error) -> Probe {
             "memfd_secret is refused here (a seccomp filter or a security module): {e}"
         )),
         // Descriptors, mappings, address space, memlock: as themselves.
-        ("map", Some(libc::EAGAIN)) => Probe::Transient(crate::budget::lock_error(page as u64, e)),
-        (_, _) => match crate::limits::explain(page, &e) {
+        ("map", Some(libc::EAGAIN)) => {
+            Probe::Transient(crate::mem::budget::lock_error(page as u64, e))
+        }
+        (_, _) => match crate::mem::limits::explain(page, &e) {
             Some(limit) => Probe::Transient(Error::LimitReached {
                 bytes: page,
                 limit,

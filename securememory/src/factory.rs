@@ -83,7 +83,7 @@ pub struct ProtectedFactory {
 impl Default for ProtectedFactory {
     fn default() -> Self {
         // The process-wide fork machinery exists before the first secret.
-        crate::fork::install();
+        crate::mem::fork::install();
         // The default options (memfd backend, no protection key) probe
         // nothing the kernel may lack, so resolving them cannot fail.
         let Resolved { opts, key } = Options::default()
@@ -105,7 +105,7 @@ impl ProtectedFactory {
     /// `MemfdSecret` or `Auto`, a probe refused for lack of a resource is
     /// that error ([`Error::LimitReached`], say); it is not remembered.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
-        crate::fork::install();
+        crate::mem::fork::install();
         let Resolved { opts, key } = opts.resolve()?;
         if opts.core_dumps == CoreDumps::DisableForProcess {
             crate::disable_core_dumps()?;

@@ -37,14 +37,10 @@ mod access;
 #[cfg(all(test, loom))]
 mod access_loom;
 mod backend;
-mod budget;
 mod error;
 mod factory;
-mod fork;
-mod limits;
 #[allow(unsafe_code)]
 mod mem;
-mod memfile;
 mod metrics;
 mod options;
 mod pool;

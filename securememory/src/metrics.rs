@@ -53,7 +53,7 @@ pub fn stats() -> Stats {
     Stats {
         allocated: ALLOCATED.load(Ordering::Relaxed),
         in_use: IN_USE.load(Ordering::Relaxed),
-        bytes_locked: crate::budget::locked_bytes(),
+        bytes_locked: crate::mem::budget::locked_bytes(),
         protection_changes: PROTECTION_CHANGES.load(Ordering::Relaxed),
         lock_refusals: REFUSALS.load(Ordering::Relaxed),
         unlocked_allocations: UNLOCKED.load(Ordering::Relaxed),

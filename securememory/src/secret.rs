@@ -6,12 +6,13 @@ use std::fmt;
 use crate::access::Gate;
 use crate::error::{Error, Result};
 use crate::mem::copy;
+use crate::mem::fork;
 use crate::mem::scratch;
+use crate::metrics;
 use crate::options::{AccessPath, LockPolicy};
 use crate::reader::SecretReader;
 use crate::shield::shield;
 use crate::storage::{Released, Storage};
-use crate::{fork, metrics};
 
 /// Where a copy-path access puts the bytes (see `Secret::copies`).
 #[derive(Clone, Copy)]

@@ -33,14 +33,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::budget;
+use super::fork;
+use super::memfile::{self, MemoryFile};
 use super::pkey::{self, Pkey};
 use super::sys::{self, Advice, Prot};
 use crate::access::{Drained, Entered, Turn, Window};
-use crate::budget;
 use crate::error::Error;
-use crate::memfile::{self, MemoryFile};
+use crate::metrics;
 use crate::options::LockPolicy;
-use crate::{fork, metrics};
 
 /// Which memory backs a region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,14 +99,14 @@ pub(crate) fn round_to_pages(n: usize) -> Option<usize> {
 
 /// A refused mapping: the limit that explains it, or `MapFailed`.
 fn map_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| crate::limits::map_error(bytes, source)
+    move |source| super::limits::map_error(bytes, source)
 }
 
 /// A refused `memfd_secret` file: a descriptor or memory limit is reported
 /// as that limit (transient, retried next time); anything else means this
 /// kernel or its filter does not allow the call.
 fn memfd_secret_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| match crate::limits::explain(bytes, &e) {
+    move |e| match super::limits::explain(bytes, &e) {
         Some(limit) => Error::LimitReached {
             bytes,
             limit,
@@ -678,7 +679,7 @@ impl Region {
                 .file
                 .map(|file| (file, self.file_off, self.data_len as u64)),
         });
-        let err = crate::limits::unmap_error(self.total, e);
+        let err = super::limits::unmap_error(self.total, e);
         crate::shield::shield(
             || tracing::error!(error = %err, "securememory: the kernel refused to unmap a closed secret"),
         );
