@@ -49,6 +49,7 @@ mod reader;
 mod secret;
 mod shield;
 mod source;
+mod stats;
 mod storage;
 mod sync;
 pub mod system;
@@ -58,12 +59,13 @@ pub mod test_hooks;
 pub use backend::memfd_secret_status;
 pub use error::{Error, MemlockReport, ProcessLimit, Result};
 pub use factory::{ProtectedFactory, SecretFactory};
-pub use metrics::{stats, Stats};
+pub use metrics::Stats;
 pub use options::{AccessPath, Backend, CoreDumps, Layout, LockPolicy, Options, PoolProtection};
 pub use pool::MAX_SLOT as POOL_MAX_SLOT;
 pub use pool_protection::{keys_resist_speculation, protection_keys_status};
 pub use reader::SecretReader;
 pub use secret::Secret;
+pub use stats::stats;
 
 /// Set this process's `RLIMIT_CORE` to zero (soft and hard): no core file is
 /// written at all. Process-wide and cannot be undone by an unprivileged
