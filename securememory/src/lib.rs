@@ -46,6 +46,7 @@ mod options;
 mod pool;
 mod pool_protection;
 mod reader;
+mod resolve;
 mod secret;
 mod shield;
 mod source;

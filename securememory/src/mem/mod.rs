@@ -13,6 +13,7 @@ pub(crate) mod memfile;
 pub(crate) mod observe;
 pub(crate) mod once;
 pub(crate) mod pkey;
+pub(crate) mod probe;
 pub(crate) mod region;
 pub(crate) mod scratch;
 pub(crate) mod sentinel;
