@@ -109,7 +109,7 @@ impl ProtectedFactory {
         crate::mem::fork::install();
         let Resolved { opts, key } = opts.resolve()?;
         if opts.core_dumps == CoreDumps::DisableForProcess {
-            crate::disable_core_dumps()?;
+            disable_core_dumps()?;
         }
         Ok(ProtectedFactory { opts, key })
     }
@@ -176,4 +176,16 @@ impl SecretFactory for ProtectedFactory {
     fn from_fd(&self, fd: BorrowedFd<'_>, len: usize) -> Result<Secret> {
         self.create(len, Source::Fd(fd))
     }
+}
+
+/// Set this process's `RLIMIT_CORE` to zero (soft and hard): no core file is
+/// written at all. Process-wide and cannot be undone by an unprivileged
+/// process; Asherah Go does this on start. Secrets are already left out of
+/// core dumps by `MADV_DONTDUMP` without it.
+///
+/// # Errors
+/// [`Error::Unsupported`] if `setrlimit` refuses.
+pub fn disable_core_dumps() -> Result<()> {
+    sys::disable_core_dumps()
+        .map_err(|e| Error::Unsupported(format!("setrlimit(RLIMIT_CORE, 0): {e}")))
 }

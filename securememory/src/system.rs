@@ -52,7 +52,7 @@ impl SystemReport {
         }
         self.memlock_soft.map(|soft| {
             soft.saturating_sub(self.locked_by_library)
-                .saturating_sub(crate::scratch_capacity() as u64)
+                .saturating_sub(crate::mem::scratch::capacity() as u64)
         })
     }
 

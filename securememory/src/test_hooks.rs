@@ -28,7 +28,7 @@ pub fn data_pages(s: &Secret) -> (usize, usize) {
 }
 
 /// Flip one byte of a guarded secret's canary.
-pub fn corrupt_canary(s: &Secret) -> crate::Result<()> {
+pub fn corrupt_canary(s: &Secret) -> crate::error::Result<()> {
     s.storage().corrupt_canary()
 }
 
