@@ -8,12 +8,12 @@
 //! copying thread for the copy alone (see `pkey`).
 
 use super::{map_err, Mapped, Region};
-use crate::budget;
 use crate::error::Error;
-use crate::fork;
+use crate::mem::budget;
+use crate::mem::fork;
+use crate::mem::memfile::{self, MemoryFile};
 use crate::mem::pkey::{self, Pkey};
 use crate::mem::sys::{self, Prot};
-use crate::memfile::{self, MemoryFile};
 use crate::options::LockPolicy;
 
 /// The range of the memory file that holds a region's data pages.

@@ -44,10 +44,11 @@ mod window;
 
 use super::pkey::Pkey;
 use super::sys::{self, Advice, Prot};
-use crate::budget;
 use crate::error::Error;
+use crate::mem::budget;
+use crate::mem::fork;
+use crate::metrics;
 use crate::options::LockPolicy;
-use crate::{fork, metrics};
 use memory_file::FileRange;
 pub(crate) use window::RegionWindow;
 
@@ -116,7 +117,7 @@ pub(crate) fn round_to_pages(n: usize) -> Option<usize> {
 
 /// A refused mapping: the limit that explains it, or `MapFailed`.
 fn map_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| crate::limits::map_error(bytes, source)
+    move |source| crate::mem::limits::map_error(bytes, source)
 }
 
 /// The largest data pages a region maps: half of what a pointer offset may

@@ -4,9 +4,9 @@
 
 use super::{Mapped, Region};
 use crate::access::Drained;
-use crate::budget;
 use crate::error::Error;
-use crate::fork;
+use crate::mem::budget;
+use crate::mem::fork;
 use crate::mem::sys::{self, Prot};
 
 impl Region {
@@ -86,7 +86,7 @@ impl Region {
                 _ => None,
             },
         });
-        let err = crate::limits::unmap_error(self.total, e);
+        let err = crate::mem::limits::unmap_error(self.total, e);
         crate::shield::shield(
             || tracing::error!(error = %err, "securememory: the kernel refused to unmap a closed secret"),
         );

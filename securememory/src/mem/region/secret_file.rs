@@ -7,16 +7,16 @@
 use std::os::fd::AsRawFd;
 
 use super::{map_err, Region};
-use crate::budget;
 use crate::error::Error;
-use crate::fork;
+use crate::mem::budget;
+use crate::mem::fork;
 use crate::mem::sys::{self, Prot};
 
 /// A refused `memfd_secret` file: a descriptor or memory limit is reported
 /// as that limit (transient, retried next time); anything else means this
 /// kernel or its filter does not allow the call.
 fn memfd_secret_err(bytes: usize) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| match crate::limits::explain(bytes, &e) {
+    move |e| match crate::mem::limits::explain(bytes, &e) {
         Some(limit) => Error::LimitReached {
             bytes,
             limit,
