@@ -19,7 +19,7 @@ impl Region {
         self.set_prot(prot)
     }
 
-    /// Change the data pages' protection. Private: every caller here holds a
+    /// Change the data pages' protection. For this module's files alone: every caller holds a
     /// proof that nothing reads the pages meanwhile (the gate's [`Turn`] or
     /// [`Drained`], or an exclusive borrow).
     pub(super) fn set_prot(&self, prot: Prot) -> Result<(), Error> {
