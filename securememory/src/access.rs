@@ -272,6 +272,23 @@ impl Gate {
         Some(release(&Drained(())))
     }
 
+    /// [`close`](Self::close) for a purged secret at the end of one of its
+    /// accesses: stop new accesses and run `release` now if no access is in
+    /// flight and no release was claimed; otherwise return `None` at once
+    /// (never waits: the last access to leave calls this again and runs it).
+    pub(crate) fn close_if_idle<R>(&self, release: impl FnOnce(&Drained) -> R) -> Option<R> {
+        self.state.fetch_or(CLOSING, AcqRel);
+        let t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        if self.state.load(Acquire) & (READERS | OPEN | CLOSED) != 0 {
+            return None;
+        }
+        self.releaser.store(this_thread(), Relaxed);
+        self.state.fetch_or(CLOSED, AcqRel);
+        drop(t);
+        let _done = Released(self);
+        Some(release(&Drained(())))
+    }
+
     /// Stop new accesses without waiting or taking the mutex (a fork child,
     /// where in-flight counts and the mutex belong to the parent's threads,
     /// none of which exists in the child). The proof is given to the first

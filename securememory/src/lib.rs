@@ -49,6 +49,7 @@ mod metrics;
 mod options;
 mod pool;
 mod pool_protection;
+mod purge;
 mod reader;
 mod secret;
 mod shield;
@@ -66,6 +67,10 @@ pub use metrics::{stats, Stats};
 pub use options::{AccessPath, Backend, CoreDumps, Layout, LockPolicy, Options, PoolProtection};
 pub use pool::MAX_SLOT as POOL_MAX_SLOT;
 pub use pool_protection::{keys_resist_speculation, protection_keys_status};
+pub use purge::{
+    purge, purge_and_exit, purge_on_panic, purge_on_signals, purges_on_signal,
+    DEFAULT_PURGE_SIGNALS,
+};
 pub use reader::SecretReader;
 pub use secret::Secret;
 

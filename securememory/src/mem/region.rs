@@ -79,6 +79,8 @@ pub(crate) struct Region {
     hide_failed: AtomicBool,
     /// The protection key the data pages are tagged with, if any.
     key: Option<Pkey>,
+    /// The entry of the data pages in the purge registry, once mapped.
+    ticket: Option<super::registry::Ticket>,
 }
 
 // SAFETY: the raw pointers name a mapping this value owns exclusively; all
@@ -179,8 +181,10 @@ impl Region {
             released: AtomicBool::new(false),
             hide_failed: AtomicBool::new(false),
             key: None,
+            ticket: None,
         };
         region.map(spec.guard, spec.lock)?;
+        region.ticket = Some(region.register());
 
         if spec.backing == BackingKind::Anonymous && region.counted > 0 {
             // SAFETY: the data pages are the mapping just made and owned by `region`.
@@ -218,6 +222,28 @@ impl Region {
             return Err(Error::Forked);
         }
         Ok(region)
+    }
+
+    /// Enter the data pages in the purge registry (a signal's purge finds
+    /// them there): the memory file's range is punched, other pages replaced.
+    fn register(&self) -> super::registry::Ticket {
+        use super::registry::{register, Wipe};
+        match self.file_fd() {
+            Ok(fd) => register(
+                Wipe::Punch,
+                self.data as usize,
+                self.data_len,
+                Some((fd, self.file_off)),
+                self.fork_gen,
+            ),
+            Err(_) => register(
+                Wipe::Replace,
+                self.data as usize,
+                self.data_len,
+                None,
+                self.fork_gen,
+            ),
+        }
     }
 
     /// Stop counting this region's bytes as locked (so that a lock error
@@ -618,6 +644,10 @@ impl Region {
     fn release_once(&self) -> Result<(), Error> {
         if self.released.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        // Out of the purge registry before anything is unmapped.
+        if let Some(t) = &self.ticket {
+            super::registry::unregister(t);
         }
         let mut wiped = Ok(());
         if self.fork_gen != fork::generation() {
