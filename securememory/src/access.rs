@@ -253,6 +253,8 @@ impl Gate {
     pub(crate) fn close<R>(&self, release: impl FnOnce(&Drained) -> R) -> Option<R> {
         self.state.fetch_or(CLOSING, AcqRel);
         let mut t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(all(feature = "test-hooks", not(loom)))]
+        crate::mem::observe::at(crate::mem::observe::LockPoint::GateClose);
         // Also wait while OPEN: the last reader has left the count but not
         // yet hidden the window (it does so under the mutex, then notifies).
         while self.state.load(Acquire) & (READERS | OPEN) != 0 {

@@ -34,6 +34,8 @@ pub(crate) fn register(gate: &Arc<Gate>, storage: &Arc<Storage>) {
             l.reserve(more);
         }
     }
+    #[cfg(feature = "test-hooks")]
+    crate::mem::observe::at(crate::mem::observe::LockPoint::LiveList);
     l.push((Arc::downgrade(gate), Arc::downgrade(storage)));
 }
 
