@@ -228,15 +228,17 @@ impl Region {
     /// them there): the memory file's range is punched, other pages replaced.
     fn register(&self) -> super::registry::Ticket {
         use super::registry::{register, Wipe};
-        match self.file_fd() {
-            Ok(fd) => register(
+        // Not `file_fd()`: its error allocates, and a scratch region is made
+        // on the access path (nested accesses).
+        match self.file.and_then(|f| f.fd().ok()) {
+            Some(fd) => register(
                 Wipe::Punch,
                 self.data as usize,
                 self.data_len,
                 Some((fd, self.file_off)),
                 self.fork_gen,
             ),
-            Err(_) => register(
+            None => register(
                 Wipe::Replace,
                 self.data as usize,
                 self.data_len,

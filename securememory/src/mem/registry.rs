@@ -263,11 +263,11 @@ fn wipe_entry(e: &Entry) {
     // mapping: its owner may be changing its protection right now, and a
     // store into pages just made `PROT_NONE` would fault in this handler.
     // Read-write, so an access in flight through it reads zeros, never
-    // faults. (Not locked or do-not-dump any more: they hold only zeros.)
+    // faults.
     // SAFETY: `[addr, addr + len)` is a registered mapping, and BUSY keeps
     // its owner from unmapping it until this returns: MAP_FIXED replaces our
     // own pages only.
-    let _ = unsafe {
+    let p = unsafe {
         libc::mmap(
             addr as *mut libc::c_void,
             len,
@@ -277,4 +277,16 @@ fn wipe_entry(e: &Entry) {
             0,
         )
     };
+    if p == libc::MAP_FAILED {
+        return;
+    }
+    // The advice and lock the old pages had: a scratch region is used again
+    // if the process lives on (a program's handler that returns). Failures
+    // only cost that (the pages hold zeros now).
+    for advice in [libc::MADV_DONTDUMP, libc::MADV_WIPEONFORK] {
+        // SAFETY: advice on the pages just mapped, ours.
+        let _ = unsafe { libc::madvise(p, len, advice) };
+    }
+    // SAFETY: locks the pages just mapped, ours.
+    let _ = unsafe { libc::mlock(p, len) };
 }

@@ -42,7 +42,8 @@ pub const DEFAULT_PURGE_SIGNALS: [i32; 4] =
 /// creation is under way is purged too (its accesses fail) and its memory
 /// is released at its close. Secrets made after the call are not affected.
 /// A fork child's secrets are its own: a purge in one process never touches
-/// another's.
+/// another's. Not async-signal-safe (it locks and waits): from a signal,
+/// use [`purge_on_signals`].
 pub fn purge() -> usize {
     registry::bump_epoch();
     let secrets = live::take_all(fork::generation());
