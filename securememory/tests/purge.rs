@@ -188,8 +188,12 @@ fn purge_from_inside_an_access() {
 
 static ARMED: AtomicBool = AtomicBool::new(false);
 static NESTED: AtomicUsize = AtomicUsize::new(0);
+static COUNTER_SEEN: AtomicBool = AtomicBool::new(false);
 
 fn purge_once(name: &str) {
+    if name == "secret.purged" {
+        COUNTER_SEEN.store(true, Ordering::Release);
+    }
     // The locked-bytes gauge is reported inside a close's release.
     if name == "secret.locked.bytes" && ARMED.swap(false, Ordering::AcqRel) {
         NESTED.store(purge() + 1, Ordering::Release);
@@ -198,7 +202,7 @@ fn purge_once(name: &str) {
 
 /// A metrics recorder that calls `purge()` while a close is releasing its
 /// secret (the close is this thread's, further up the stack): completes,
-/// and purges everything else.
+/// and purges everything else; the recorder hears `secret.purged`.
 #[test]
 fn purge_from_a_recorder_inside_a_close() {
     in_child("purge_from_a_recorder_inside_a_close", || {
@@ -222,6 +226,10 @@ fn purge_from_a_recorder_inside_a_close() {
         for s in &others {
             assert_purged("other", s);
         }
+        assert!(
+            COUNTER_SEEN.load(Ordering::Acquire),
+            "the recorder was told secret.purged"
+        );
     });
 }
 
