@@ -256,6 +256,8 @@ impl Gate {
     pub(crate) fn close<R>(&self, release: impl FnOnce(&Drained) -> R) -> Option<R> {
         self.state.fetch_or(CLOSING, AcqRel);
         let mut t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(all(feature = "test-hooks", not(loom)))]
+        crate::lock_point::at(crate::lock_point::LockPoint::GateClose);
         // Also wait while OPEN: the last reader has left the count but not
         // yet hidden the window (it does so under the mutex, then notifies).
         while self.state.load(Acquire) & (READERS | OPEN) != 0 {
@@ -266,6 +268,23 @@ impl Gate {
             while self.state.load(Acquire) & RELEASED == 0 {
                 t = self.drained.wait(t).unwrap_or_else(|p| p.into_inner());
             }
+            return None;
+        }
+        self.releaser.store(this_thread(), Relaxed);
+        self.state.fetch_or(CLOSED, AcqRel);
+        drop(t);
+        let _done = Released(self);
+        Some(release(&Drained(())))
+    }
+
+    /// [`close`](Self::close) for a purged secret at the end of one of its
+    /// accesses: stop new accesses and run `release` now if no access is in
+    /// flight and no release was claimed; otherwise return `None` at once
+    /// (never waits: the last access to leave calls this again and runs it).
+    pub(crate) fn close_if_idle<R>(&self, release: impl FnOnce(&Drained) -> R) -> Option<R> {
+        self.state.fetch_or(CLOSING, AcqRel);
+        let t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        if self.state.load(Acquire) & (READERS | OPEN | CLOSED) != 0 {
             return None;
         }
         self.releaser.store(this_thread(), Relaxed);

@@ -229,6 +229,30 @@ impl Model {
         self.window_access()
     }
 
+    /// A purged secret's access on its way out (`Secret`'s `Settle`): run
+    /// the release if no access is in flight, else leave it to the last.
+    fn settle(&self) -> Option<()> {
+        self.gate.close_if_idle(|_drained| self.release())
+    }
+
+    /// The release's checks: no reader inside, the window closed, once.
+    fn release(&self) {
+        assert_eq!(
+            self.mem.inside.load(SeqCst),
+            0,
+            "release with a reader inside"
+        );
+        if !self.mem.close_failed.load(SeqCst) {
+            assert!(
+                !self.mem.readable.load(SeqCst),
+                "release with the window open"
+            );
+        }
+        self.mem.bytes.with_mut(|_| ());
+        assert!(!self.mem.released.swap(true, SeqCst), "release ran twice");
+        self.mem.releases.fetch_add(1, SeqCst);
+    }
+
     /// Close the gate; check what must hold when `close` returns.
     fn close(&self) -> Option<()> {
         let r = self.gate.close(|_drained| {
@@ -534,5 +558,41 @@ fn access_loom_panicking_release_runs_once() {
             .gate
             .close(|_| unreachable!("release ran again"))
             .is_none());
+    });
+}
+
+/// A purge that could not wait (made on a reader's own thread, or by a
+/// signal): each window reader, on its way out, tries `close_if_idle`; the
+/// last one out releases, exactly once, with no reader inside.
+#[test]
+fn access_loom_purged_readers_last_out_releases() {
+    check(|| {
+        let m = Model::new();
+        let a = spawn(&m, |m| {
+            m.window_access();
+            m.settle();
+        });
+        m.window_access();
+        m.settle();
+        a.join().unwrap();
+        m.check_at_rest();
+        assert_eq!(m.mem.releases.load(SeqCst), 1, "released exactly once");
+    });
+}
+
+/// The same racing `purge()`'s close of the gate: one release, which
+/// `close` waits for.
+#[test]
+fn access_loom_purged_reader_racing_close() {
+    check(|| {
+        let m = Model::new();
+        let a = spawn(&m, |m| {
+            m.window_access();
+            m.settle();
+        });
+        m.close();
+        a.join().unwrap();
+        m.check_at_rest();
+        assert_eq!(m.mem.releases.load(SeqCst), 1, "released exactly once");
     });
 }

@@ -150,6 +150,11 @@ pub enum Error {
     #[error("secret is closed")]
     Closed,
 
+    /// The secret was wiped by a purge ([`purge`](crate::purge), a signal
+    /// or a panic with the purge handlers installed); its bytes are gone.
+    #[error("secret was purged: every secret of the process was wiped")]
+    Purged,
+
     /// The requested size cannot be a secret (zero, or too large to map).
     #[error("invalid secret size {size}: {reason}")]
     InvalidSize {

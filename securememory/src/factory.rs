@@ -143,6 +143,8 @@ impl ProtectedFactory {
         }
         let opts = self.opts;
         let started = Instant::now();
+        // Read before the bytes exist: a purge during the creation purges it.
+        let epoch = crate::mem::registry::epoch();
         let storage = Storage::create(len, &mut src, &opts, self.key)?;
         metrics::created(started.elapsed());
         crate::shield::shield(
@@ -154,6 +156,7 @@ impl ProtectedFactory {
             opts.access,
             opts.backend,
             opts.lock,
+            epoch,
         ))
     }
 }

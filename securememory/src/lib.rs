@@ -39,12 +39,15 @@ mod access_loom;
 mod backend;
 mod error;
 mod factory;
+#[cfg(feature = "test-hooks")]
+mod lock_point;
 #[allow(unsafe_code)]
 mod mem;
 mod metrics;
 mod options;
 mod pool;
 mod pool_protection;
+mod purge;
 mod resolve;
 mod secret;
 mod shield;
@@ -63,6 +66,10 @@ pub use metrics::Stats;
 pub use options::{AccessPath, Backend, CoreDumps, Layout, LockPolicy, Options, PoolProtection};
 pub use pool::MAX_SLOT as POOL_MAX_SLOT;
 pub use pool_protection::{keys_resist_speculation, protection_keys_status};
+pub use purge::{
+    purge, purge_and_exit, purge_on_panic, purge_on_signals, purges_on_signal,
+    DEFAULT_PURGE_SIGNALS,
+};
 pub use secret::{scratch_capacity, Secret, SecretReader};
 pub use stats::stats;
 

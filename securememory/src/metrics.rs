@@ -21,6 +21,7 @@ static CANARY_FAILURES: AtomicU64 = AtomicU64::new(0);
 static POOL_PAGES: AtomicU64 = AtomicU64::new(0);
 static POOL_SLOTS_USED: AtomicU64 = AtomicU64::new(0);
 static POOL_SLOTS_TOTAL: AtomicU64 = AtomicU64::new(0);
+static PURGED: AtomicU64 = AtomicU64::new(0);
 
 /// A snapshot of the library's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub struct Stats {
     pub pool_slots_used: u64,
     /// Pool slots in all pool pages (`secret.pool.slots.total`).
     pub pool_slots_total: u64,
+    /// Secrets wiped and closed by a purge (`secret.purged`); a signal's
+    /// purge counts nothing (it may not call the recorder).
+    pub purged: u64,
 }
 
 /// The counters kept here now; `bytes_locked` is left at zero: the budget
@@ -62,6 +66,7 @@ pub(crate) fn counters() -> Stats {
         pool_pages: POOL_PAGES.load(Ordering::Relaxed),
         pool_slots_used: POOL_SLOTS_USED.load(Ordering::Relaxed),
         pool_slots_total: POOL_SLOTS_TOTAL.load(Ordering::Relaxed),
+        purged: PURGED.load(Ordering::Relaxed),
     }
 }
 
@@ -104,6 +109,15 @@ pub(crate) fn unlocked() {
 pub(crate) fn canary_damaged() {
     CANARY_FAILURES.fetch_add(1, Ordering::Relaxed);
     shield(|| metrics::counter!("secret.canary.damaged").increment(1));
+}
+
+/// Count secrets a purge wiped and closed (user code: no lock held).
+pub(crate) fn purged(n: u64) {
+    if n == 0 {
+        return;
+    }
+    PURGED.fetch_add(n, Ordering::Relaxed);
+    shield(|| metrics::counter!("secret.purged").increment(n));
 }
 
 pub(crate) fn locked_changed(bytes: u64) {

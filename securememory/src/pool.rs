@@ -305,6 +305,8 @@ fn lock_class(m: &Mutex<Class>) -> std::sync::MutexGuard<'_, Class> {
 
 /// A free slot of an existing chunk (id, index, chunk), if any.
 fn pop_free(c: &mut Class, lock: LockPolicy) -> Option<(usize, u32, Arc<Chunk>)> {
+    #[cfg(feature = "test-hooks")]
+    crate::lock_point::at(crate::lock_point::LockPoint::PoolClass);
     let n = c.chunks.len();
     let hint = c.hint;
     let id = (0..n)

@@ -4,6 +4,7 @@
 
 use crate::secret::Secret;
 
+pub use crate::lock_point::LockPoint;
 pub use crate::mem::inject::Op as FaultOp;
 
 /// Make the `skip`+1-th next call of `op` on this thread fail with `errno`.
@@ -63,4 +64,22 @@ pub fn after_secret_copy(f: Option<fn()>) {
 /// copy path, more only while nested accesses need them.
 pub fn scratch_regions() -> Vec<(usize, usize)> {
     crate::mem::scratch::regions()
+}
+
+/// Run `f` at each point where the library holds a lock ([`LockPoint`]),
+/// in the thread holding it, from now on; `None` removes it. For tests
+/// that park a thread there, or raise a signal there.
+pub fn at_lock(f: Option<fn(LockPoint)>) {
+    crate::lock_point::set(f);
+}
+
+/// From now on keep what every release on this thread wiped (see
+/// [`take_last_wiped`]), not only the last, until [`take_all_wiped`].
+pub fn collect_wipes() {
+    crate::mem::observe::collect_all();
+}
+
+/// Every wipe recorded on this thread since [`collect_wipes`].
+pub fn take_all_wiped() -> Vec<Vec<u8>> {
+    crate::mem::observe::take_all()
 }

@@ -139,6 +139,8 @@ impl MemoryFile {
     pub(crate) fn alloc(&self, len: u64) -> Result<u64, Error> {
         let fd = self.fd()?;
         let mut a = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(feature = "test-hooks")]
+        crate::lock_point::at(crate::lock_point::LockPoint::MemoryFile);
         if let Some(off) = a.kept.get_mut(&len).and_then(Vec::pop) {
             a.kept_bytes -= len;
             return Ok(off);

@@ -17,6 +17,11 @@ pub(crate) fn wiped(read: impl FnOnce() -> Vec<u8>) {
         return;
     }
     let bytes = read();
+    let _ = ALL.try_with(|a| {
+        if let Some(all) = a.borrow_mut().as_mut() {
+            all.push(bytes.clone());
+        }
+    });
     let _ = WIPED.try_with(|w| *w.borrow_mut() = Some(bytes));
 }
 
@@ -32,4 +37,18 @@ pub(crate) fn set_enabled(on: bool) {
 
 fn enabled() -> bool {
     ENABLED.try_with(|o| o.get()).unwrap_or(true)
+}
+
+thread_local! {
+    static ALL: RefCell<Option<Vec<Vec<u8>>>> = const { RefCell::new(None) };
+}
+
+/// Keep every record on this thread (not only the last) until [`take_all`].
+pub(crate) fn collect_all() {
+    ALL.with(|a| *a.borrow_mut() = Some(Vec::new()));
+}
+
+/// Every record since [`collect_all`] on this thread; collecting stops.
+pub(crate) fn take_all() -> Vec<Vec<u8>> {
+    ALL.with(|a| a.borrow_mut().take()).unwrap_or_default()
 }

@@ -4,11 +4,13 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::access::Gate;
 use crate::error::{Error, Result};
 use crate::mem::copy;
 use crate::mem::fork;
+use crate::mem::registry;
 use crate::mem::scratch;
 use crate::metrics;
 use crate::options::{AccessPath, LockPolicy};
@@ -88,14 +90,18 @@ impl Drop for Active {
 /// has open unless the program itself opened keys in that thread). `Secret` is `Send + Sync`: many threads may access one secret
 /// at once. Dropping it closes it.
 pub struct Secret {
-    gate: Gate,
-    storage: Storage,
+    // Shared with the purge's list of live secrets (`purge/live.rs`), which
+    // holds weak references: a purge closes the secret through them.
+    gate: Arc<Gate>,
+    storage: Arc<Storage>,
     len: usize,
     path: AccessPath,
     backend: crate::options::Backend,
     /// The factory's lock policy, which the copy path's scratch follows too.
     lock: LockPolicy,
     fork_gen: u64,
+    /// The purge epoch when the creation began: a later purge purged it.
+    epoch: u64,
 }
 
 impl Secret {
@@ -105,9 +111,13 @@ impl Secret {
         path: AccessPath,
         backend: crate::options::Backend,
         lock: LockPolicy,
+        epoch: u64,
     ) -> Secret {
+        let (gate, storage) = (Arc::new(Gate::new()), Arc::new(storage));
+        crate::storage::live::register(&gate, &storage);
         Secret {
-            gate: Gate::new(),
+            gate,
+            epoch,
             len,
             path,
             backend,
@@ -159,7 +169,39 @@ impl Secret {
 
     /// Whether [`close`](Secret::close) has been called (or has begun).
     pub fn is_closed(&self) -> bool {
-        self.gate.is_closed()
+        self.gate.is_closed() || self.purged()
+    }
+
+    /// Whether a purge began after this secret's creation began.
+    #[inline]
+    fn purged(&self) -> bool {
+        registry::epoch() != self.epoch
+    }
+
+    /// A closed gate's error is [`Error::Purged`] once purged.
+    fn explain(&self, e: Error) -> Error {
+        match e {
+            Error::Closed if self.purged() => Error::Purged,
+            e => e,
+        }
+    }
+
+    /// At the end of an access: a purge that could not wait for it (made
+    /// on this thread inside an access, or by a signal) releases the secret
+    /// now, if no other access is in flight (the last one out does).
+    #[cold]
+    fn finish_purge(&self) {
+        if Active::contains(&self.gate) {
+            return;
+        }
+        let released = self.gate.close_if_idle(|drained| {
+            let _ = self.storage.release(drained);
+            metrics::count_closed()
+        });
+        if let Some(in_use) = released {
+            metrics::closed(in_use);
+            metrics::purged(1);
+        }
     }
 
     /// Run `action` on the secret's bytes and return what it returns.
@@ -169,7 +211,8 @@ impl Secret {
     /// Nested accesses to the same or other secrets are fine.
     ///
     /// # Errors
-    /// [`Error::Closed`] after close, [`Error::Forked`] in a fork child,
+    /// [`Error::Closed`] after close, [`Error::Purged`] after a
+    /// [`purge`](crate::purge), [`Error::Forked`] in a fork child,
     /// [`Error::NestingTooDeep`] past 32 nested accesses on one thread,
     /// [`Error::LockFailed`] on the copy path when this thread's scratch
     /// buffer cannot be locked (unless the factory allows unlocked memory;
@@ -189,11 +232,18 @@ impl Secret {
         if self.fork_gen != fork::generation() {
             return Err(Error::Forked);
         }
-        let _active = Active::push(&self.gate)?;
-        if self.copies(Through::Scratch) {
-            return self.with_copy(action);
+        if self.purged() {
+            return Err(Error::Purged);
         }
-        self.with_window(action)
+        // Dropped last (on unwind too), once this access has left the gate.
+        let _settle = Settle(self);
+        let _active = Active::push(&self.gate)?;
+        let r = if self.copies(Through::Scratch) {
+            self.with_copy(action)
+        } else {
+            self.with_window(action)
+        };
+        r.map_err(|e| self.explain(e))
     }
 
     /// Copy, else window: the one place that decides how an access reaches
@@ -219,6 +269,12 @@ impl Secret {
         let entered = self.gate.enter(&w)?;
         let mut buf = scratch::reserve(self.len, self.storage.placement(), self.lock)?;
         self.storage.copy_out(0, &mut buf)?;
+        // A signal's purge does not wait: bytes copied while it wiped may be
+        // torn. Checked after the copy, so `f` sees them whole or not at all
+        // (the scratch is wiped as `buf` drops).
+        if self.purged() {
+            return Err(Error::Purged);
+        }
         let r = f(&buf);
         drop(buf);
         entered.finish()?;
@@ -272,9 +328,13 @@ impl Secret {
         if self.fork_gen != fork::generation() {
             return Err(Error::Forked);
         }
+        if self.purged() {
+            return Err(Error::Purged);
+        }
         if self.is_closed() {
             return Err(Error::Closed);
         }
+        let _settle = Settle(self);
         let n = buf.len().min(self.len.saturating_sub(pos));
         if n == 0 {
             return Ok(0);
@@ -283,13 +343,19 @@ impl Secret {
         if self.copies(Through::CallersBuffer) {
             // The caller's buffer is the destination: no scratch, no window.
             let w = self.storage.window();
-            let entered = self.gate.enter(&w)?;
+            let entered = self.gate.enter(&w).map_err(|e| self.explain(e))?;
             self.storage.copy_out(pos, dst)?;
+            if self.purged() {
+                // As in `with_copy`: whole bytes or none.
+                zeroize::Zeroize::zeroize(dst);
+                return Err(Error::Purged);
+            }
             entered.finish()?;
         } else {
             let _active = Active::push(&self.gate)?;
             // No `memcpy`: it would leave the bytes in vector registers.
-            self.with_window(|b| copy::copy(dst, &b[pos..pos + n]))?;
+            self.with_window(|b| copy::copy(dst, &b[pos..pos + n]))
+                .map_err(|e| self.explain(e))?;
         }
         Ok(n)
     }
@@ -353,6 +419,8 @@ impl Secret {
         shield(|| tracing::debug!(len, backend = ?backend, "securememory: secret closed"));
         match canary {
             Ok(true) => wiped,
+            // A signal's purge zeroed the canary too: no overrun.
+            Ok(false) if self.purged() => wiped,
             Ok(false) => {
                 metrics::canary_damaged();
                 shield(|| {
@@ -370,6 +438,24 @@ impl Secret {
     pub(crate) fn storage(&self) -> &Storage {
         &self.storage
     }
+}
+
+/// Finishes a purge that could not wait for an access, when it ends.
+struct Settle<'a>(&'a Secret);
+
+impl Drop for Settle<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.purged() {
+            self.0.finish_purge();
+        }
+    }
+}
+
+/// Whether this thread is inside an access of the secret with this gate (a
+/// purge cannot wait for it).
+pub(crate) fn inside_access(gate: &Gate) -> bool {
+    Active::contains(gate)
 }
 
 impl Drop for Secret {

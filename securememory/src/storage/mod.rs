@@ -4,6 +4,7 @@
 //! in `guarded.rs` alone.
 
 mod guarded;
+pub(crate) mod live;
 
 use crate::access::{Drained, Entered, Turn, Window};
 use crate::error::{Error, Result};

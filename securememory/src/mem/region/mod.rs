@@ -38,6 +38,7 @@ use super::release_once::ReleaseOnce;
 
 mod anonymous;
 mod memory_file;
+mod registered;
 mod release;
 mod secret_file;
 mod window;
@@ -98,6 +99,8 @@ pub(crate) struct Region {
     released: ReleaseOnce,
     /// Set when the pages could not be hidden after a window and were wiped.
     hide_failed: AtomicBool,
+    /// The entry of the data pages in the purge registry, once mapped.
+    ticket: Option<crate::mem::registry::Ticket>,
 }
 
 // SAFETY: the raw pointers name a mapping this value owns exclusively; all
@@ -195,8 +198,10 @@ impl Region {
             fork_gen,
             released: ReleaseOnce::new(),
             hide_failed: AtomicBool::new(false),
+            ticket: None,
         };
         region.map(spec.guard, spec.lock)?;
+        region.ticket = Some(region.register());
         // SAFETY: the whole range is the mapping owned by `region`.
         unsafe { sys::madvise(region.base, total, Advice::DontDump) }
             .map_err(advise_err("MADV_DONTDUMP"))?;

@@ -26,6 +26,7 @@ impl Region {
     /// The release itself (see [`ReleaseOnce`](crate::mem::release_once::ReleaseOnce)
     /// for the once).
     fn release_now(&self) -> Result<(), Error> {
+        self.unregister();
         let mut wiped = Ok(());
         if self.fork_gen != fork::generation() {
             if matches!(self.backing, Mapped::Anonymous) && !self.base.is_null() {

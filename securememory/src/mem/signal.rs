@@ -1,0 +1,192 @@
+//! The purge's signal handler: wipe every registered mapping
+//! ([`registry::wipe_all`](super::registry::wipe_all)), then let the signal
+//! take its course as if the handler had not been there: the handler the
+//! program had installed is called; with none (the default action), the
+//! default is restored and the signal raised again, so the process ends the
+//! way that signal ends it (SIGQUIT still dumps core).
+//!
+//! Everything the handler does is an atomic load or store or a system call
+//! (`getpid`, `mmap`, `fallocate`, `sched_yield`, `sigaction`,
+//! `pthread_sigmask`, `raise`): no lock, no allocation, no user code but
+//! the program's own previous handler. It saves and restores `errno`.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Signal numbers are below this (Linux: 64 signals).
+const NSIG: usize = 65;
+
+/// The disposition the program had before ours, per signal.
+struct Prev {
+    handler: AtomicUsize,
+    flags: AtomicUsize,
+    ours: AtomicBool,
+}
+
+static PREV: [Prev; NSIG] = [const {
+    Prev {
+        handler: AtomicUsize::new(libc::SIG_DFL),
+        flags: AtomicUsize::new(0),
+        ours: AtomicBool::new(false),
+    }
+}; NSIG];
+
+/// Serialises installs (ordinary context only).
+static INSTALL: Mutex<()> = Mutex::new(());
+
+/// What [`install`] did for one signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Installed {
+    /// The purge handler is installed now (or already was).
+    Yes,
+    /// The signal is ignored (`SIG_IGN`, as `nohup` leaves SIGHUP): left as
+    /// it is, so the signal that the program ignores does not wipe its secrets.
+    Ignored,
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// The signal's current disposition.
+fn query(sig: i32) -> io::Result<libc::sigaction> {
+    // SAFETY: `sigaction` is plain old data; all-zero is a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the disposition into `old`.
+    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+        return Err(last_error());
+    }
+    Ok(old)
+}
+
+/// The action that runs [`on_signal`], every signal blocked while it runs
+/// (a second purge signal waits for the first to finish).
+fn ours(restart: bool) -> libc::sigaction {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = on_signal as *const () as usize;
+    act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | if restart { libc::SA_RESTART } else { 0 };
+    // SAFETY: `sa_mask` is a valid sigset_t to fill.
+    unsafe { libc::sigfillset(&mut act.sa_mask) };
+    act
+}
+
+/// Install the purge handler for `sig`, remembering what the program had.
+pub(crate) fn install(sig: i32) -> io::Result<Installed> {
+    let slot = usize::try_from(sig)
+        .ok()
+        .and_then(|s| PREV.get(s))
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let _g = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let old = query(sig)?;
+    if old.sa_sigaction == on_signal as *const () as usize {
+        return Ok(Installed::Yes);
+    }
+    if old.sa_sigaction == libc::SIG_IGN {
+        return Ok(Installed::Ignored);
+    }
+    // Remembered before ours is in place: the handler may run at once.
+    slot.handler.store(old.sa_sigaction, Ordering::Release);
+    slot.flags.store(old.sa_flags as usize, Ordering::Release);
+    let restart = old.sa_sigaction == libc::SIG_DFL || old.sa_flags & libc::SA_RESTART != 0;
+    let act = ours(restart);
+    // SAFETY: `act` names `on_signal`, an `extern "C"` handler of the
+    // SA_SIGINFO form that stays valid for the life of the process.
+    if unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) } != 0 {
+        return Err(last_error());
+    }
+    slot.ours.store(true, Ordering::Release);
+    Ok(Installed::Yes)
+}
+
+/// Whether the purge handler was installed for `sig` by this process.
+pub(crate) fn is_installed(sig: i32) -> bool {
+    usize::try_from(sig)
+        .ok()
+        .and_then(|s| PREV.get(s))
+        .is_some_and(|p| p.ours.load(Ordering::Acquire))
+}
+
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: `__errno_location` only returns this thread's errno slot.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: the slot is valid for this thread's life.
+    let errno = unsafe { *slot };
+    super::registry::wipe_all();
+    chain(sig, info, ctx);
+    // SAFETY: as above; the interrupted code finds its errno unchanged.
+    unsafe { *slot = errno };
+}
+
+/// Let the signal take its course: the program's handler, or the default.
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(prev) = usize::try_from(sig).ok().and_then(|s| PREV.get(s)) else {
+        return;
+    };
+    let handler = prev.handler.load(Ordering::Acquire);
+    let flags = prev.flags.load(Ordering::Acquire) as libc::c_int;
+    if handler == libc::SIG_IGN {
+        return;
+    }
+    if handler == libc::SIG_DFL {
+        default_action(sig, flags);
+        return;
+    }
+    if flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the program installed this address as an SA_SIGINFO
+        // handler; it is called with the arguments the kernel gave us.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the program installed this address as a plain handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
+    }
+}
+
+/// Restore the default action, unblock the signal in this thread and raise
+/// it: a fatal signal ends the process here (with a core file for SIGQUIT).
+/// If the process lives on (a signal whose default is to ignore it), the
+/// purge handler is put back.
+fn default_action(sig: libc::c_int, flags: libc::c_int) {
+    // SAFETY: plain old data; all-zero (with SIG_DFL = 0) is valid.
+    let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+    dfl.sa_sigaction = libc::SIG_DFL;
+    // SAFETY: `dfl` is a valid action; sigaction is async-signal-safe.
+    if unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) } != 0 {
+        return;
+    }
+    // SAFETY: plain old data; all-zero is valid.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: as above; `sig` is a valid signal (it was delivered).
+    unsafe { libc::sigaddset(&mut set, sig) };
+    // SAFETY: changes this thread's mask only; sigreturn restores the mask
+    // the interrupted code had.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: raise is async-signal-safe (tgkill to this thread).
+    unsafe { libc::raise(sig) };
+    let act = ours(flags & libc::SA_RESTART != 0);
+    // SAFETY: as in `install`.
+    unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
+}
+
+/// Run the signal path's wipe outside a handler (the panic hook), every
+/// signal blocked meanwhile, as in the handler. Returns the mappings wiped.
+pub(crate) fn wipe_all_blocked() -> usize {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain old data; all-zero is valid.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a valid sigset_t.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: changes this thread's mask only, restored below.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) };
+    let n = super::registry::wipe_all();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    n
+}

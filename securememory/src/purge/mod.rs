@@ -1,0 +1,147 @@
+//! Emergency purge: wipe and close every live secret of the process, on
+//! demand ([`purge`]), on a signal ([`purge_on_signals`]), on a panic
+//! ([`purge_on_panic`]) or before a deliberate exit ([`purge_and_exit`]).
+//!
+//! Two paths:
+//! - [`purge`] (also the panic hook and [`purge_and_exit`]): every secret
+//!   on the list of live secrets is closed as [`Secret::close`] closes it:
+//!   new accesses fail, accesses in flight are waited for (they see their
+//!   bytes), then the memory is wiped and released. Accesses made on the
+//!   purging thread cannot be waited for (a metrics recorder or a closure
+//!   calling `purge`): those secrets are wiped when the access ends.
+//! - The signal handler (`mem/signal.rs`): no lock, no allocation, so it
+//!   cannot wait for accesses or close secrets; it destroys the bytes of
+//!   every registered mapping (`mem/registry.rs`) with system calls.
+//!
+//! [`Secret::close`]: crate::Secret::close
+
+use crate::storage::live;
+
+use crate::error::{Error, Result};
+use crate::mem::fork;
+use crate::mem::{registry, signal};
+use crate::metrics;
+use crate::shield::shield;
+
+/// The signals [`purge_on_signals`] is usually given: SIGINT, SIGTERM,
+/// SIGHUP and SIGQUIT.
+pub const DEFAULT_PURGE_SIGNALS: [i32; 4] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Wipe and close every live secret of this process, of every factory,
+/// layout and backend, and return how many this call closed.
+///
+/// From then on every access to a secret made before the call returns
+/// [`Error::Purged`]. An access in flight on another thread when the purge
+/// starts is waited for, as [`close`](crate::Secret::close) waits, and sees
+/// its bytes whole; one on this thread (`purge` called from inside an
+/// access closure, or from a metrics recorder or `tracing` subscriber the
+/// library is reporting to) cannot be waited for: its secret is wiped and
+/// released when that access ends. Each thread's scratch buffer holds a
+/// secret's bytes only during an access and is wiped when it ends, so none
+/// holds a purged secret's bytes once the purge returns. A secret whose
+/// creation is under way is purged too (its accesses fail) and its memory
+/// is released at its close. Secrets made after the call are not affected.
+/// A fork child's secrets are its own: a purge in one process never touches
+/// another's. Not async-signal-safe (it locks and waits): from a signal,
+/// use [`purge_on_signals`].
+pub fn purge() -> usize {
+    registry::bump_epoch();
+    let secrets = live::take_all(fork::generation());
+    let (mut wiped, mut deferred) = (0u64, 0u64);
+    for (gate, storage) in &secrets {
+        if gate.is_releasing_here() || crate::secret::inside_access(gate) {
+            // This thread's own access or release: finished on its way out.
+            deferred += 1;
+            continue;
+        }
+        if let Some(in_use) = gate.close(|drained| {
+            let _ = storage.release(drained);
+            metrics::count_closed()
+        }) {
+            metrics::closed(in_use);
+            wiped += 1;
+        }
+    }
+    drop(secrets);
+    metrics::purged(wiped);
+    shield(|| {
+        tracing::warn!(
+            wiped,
+            deferred,
+            "securememory: purge: every live secret wiped and closed"
+        )
+    });
+    wiped as usize
+}
+
+/// Purge ([`purge`]), then end the process with `code`
+/// ([`std::process::exit`]).
+pub fn purge_and_exit(code: i32) -> ! {
+    purge();
+    std::process::exit(code)
+}
+
+/// Install a handler that purges on each of `signals` (usually
+/// [`DEFAULT_PURGE_SIGNALS`]), then lets the signal take its course: the
+/// handler the program had installed is called with the same arguments;
+/// with the default action, the default is restored and the signal raised
+/// again, so the process ends as that signal ends it (SIGQUIT still dumps
+/// core, SIGTERM still kills). A signal the process ignores (`SIG_IGN`)
+/// is left ignored, without a handler. Installing twice is harmless.
+/// Returns the signals that now have the handler.
+///
+/// What the handler does, and does not (it runs in a signal handler, so it
+/// may not lock or allocate): it destroys the bytes of every mapping that
+/// may hold a secret, of every thread (own pages, guarded pages, pool
+/// chunks, every thread's scratch buffer): ranges of the memory file are
+/// punched out, other pages (anonymous, `memfd_secret`) are replaced in
+/// place by fresh zero pages. Later accesses return [`Error::Purged`] and
+/// copy-path accesses in flight return it too (checked after the copy).
+/// It does not wait for accesses in flight: a window-path closure running
+/// on another thread may read zeros partway through. It closes no secret
+/// (that takes locks): memory is unmapped and unlocked at each secret's
+/// close or drop. It cannot clear other threads' CPU registers.
+///
+/// # Errors
+/// [`Error::Unsupported`] if `sigaction` refuses a signal (SIGKILL,
+/// SIGSTOP, a number out of range); the signals before it keep their handler.
+pub fn purge_on_signals(signals: &[i32]) -> Result<Vec<i32>> {
+    crate::mem::fork::install();
+    let mut installed = Vec::new();
+    for &sig in signals {
+        match signal::install(sig) {
+            Ok(signal::Installed::Yes) => installed.push(sig),
+            Ok(signal::Installed::Ignored) => {}
+            Err(e) => {
+                return Err(Error::Unsupported(format!(
+                    "purge handler for signal {sig}: sigaction: {e}"
+                )))
+            }
+        }
+    }
+    shield(|| tracing::debug!(signals = ?installed, "securememory: purge on signals installed"));
+    Ok(installed)
+}
+
+/// Whether the purge handler is installed for `sig`.
+pub fn purges_on_signal(sig: i32) -> bool {
+    signal::is_installed(sig)
+}
+
+/// Install a panic hook that purges ([`purge`]), then calls the hook that
+/// was installed before (the default one prints the message), so every
+/// secret is wiped before the panic unwinds or aborts. A secret the
+/// panicking thread is accessing is wiped when that access unwinds; with
+/// `panic = "abort"` its bytes are also destroyed in place, as on the
+/// signal path, since the process ends before the access does.
+pub fn purge_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        purge();
+        if cfg!(panic = "abort") {
+            signal::wipe_all_blocked();
+        }
+        previous(info);
+    }));
+}
