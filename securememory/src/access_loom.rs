@@ -86,13 +86,25 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::access::{Gate, Turn, Window};
 use crate::Error;
 
-/// Run `f` under loom with a bounded number of preemptions.
+/// Run `f` under loom with a bounded number of preemptions. `f` runs on a
+/// spawned thread, not loom's main one: a thread's hazard record goes back
+/// to the registry when its thread-locals drop, and loom drops the main
+/// thread's only after the execution's statics (the registry) are gone.
 fn check(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
         b.preemption_bound = Some(3);
     }
-    b.check(f);
+    let f = std::sync::Arc::new(f);
+    b.check(move || {
+        let f = f.clone();
+        thread::spawn(move || {
+            f();
+            crate::hazard::thread_exit();
+        })
+        .join()
+        .unwrap();
+    });
 }
 
 /// The memory behind the gate, as the model sees it.
@@ -318,9 +330,13 @@ fn quiet_injected_panics() {
     }));
 }
 
+/// A model thread: runs `f`, then exits (giving back its hazard record).
 fn spawn(m: &Arc<Model>, f: fn(&Model)) -> thread::JoinHandle<()> {
     let m = m.clone();
-    thread::spawn(move || f(&m))
+    thread::spawn(move || {
+        f(&m);
+        crate::hazard::thread_exit();
+    })
 }
 
 #[test]
@@ -434,7 +450,11 @@ fn access_loom_two_closers_one_release() {
         let m = Model::new();
         let b = thread::spawn({
             let m = m.clone();
-            move || m.close()
+            move || {
+                let r = m.close();
+                crate::hazard::thread_exit();
+                r
+            }
         });
         let mine = m.close();
         let theirs = b.join().unwrap();

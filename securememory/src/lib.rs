@@ -41,6 +41,7 @@ mod budget;
 mod error;
 mod factory;
 mod fork;
+mod hazard;
 mod limits;
 #[allow(unsafe_code)]
 mod mem;
