@@ -52,6 +52,21 @@
 //!   `close`, which releases once; a release that panics runs once, and a
 //!   concurrent second `close` returns (it does not wait forever) without
 //!   running it again.
+//! - (g) accesses that need no window (copy path, keyed pool) publish the
+//!   gate in a hazard slot of their thread (`hazard.rs`), and `close` waits
+//!   for every one of them: one or two such readers racing `close`, nested
+//!   accesses of one gate on one thread (one more than the thread has slots,
+//!   the last counted in the state word instead), an access whose closure
+//!   panics (its slot cleared while unwinding, the closer woken), and a
+//!   thread's record given back at its exit and claimed by the next thread
+//!   while a `close` runs. An access that finds CLOSING after publishing
+//!   backs out and wakes the closer.
+//! - (h) a window entrant that finds the window shut announces itself; a
+//!   last reader that sees the announcement leaves the window open and the
+//!   entrant joins it, or, if `close` began meanwhile, hides it: covered by
+//!   the two-window-reader models above, with and without a `close` (a
+//!   missed hide fails (b) or (c); a missed wake-up is a deadlock loom
+//!   reports).
 //!
 //! Bugs this model found in the first version of `access.rs` (both fixed
 //! there; both also reproduced by `tests/concurrency.rs`):
@@ -228,6 +243,34 @@ impl Model {
         self.read();
         let _ = entered.finish();
         true
+    }
+
+    /// `depth` copy accesses of this gate nested on one thread (what a
+    /// closure that reads the same secret again does). Past the thread's
+    /// hazard slots they count themselves in the state word.
+    fn nested_copy_access(&self, depth: usize) -> bool {
+        let entered = match self.gate.enter(&self.mem) {
+            Ok(e) => e,
+            Err(Error::Closed) => return false,
+            Err(e) => panic!("enter: {e}"),
+        };
+        self.read();
+        if depth > 1 {
+            self.nested_copy_access(depth - 1);
+        }
+        let _ = entered.finish();
+        true
+    }
+
+    /// A copy access whose closure panics: the access ends by unwinding.
+    fn panicking_copy_access(&self) {
+        injected(|| {
+            let Ok(_entered) = self.gate.enter(&self.mem) else {
+                return;
+            };
+            self.read();
+            panic!("{INJECTED}");
+        });
     }
 
     /// `Secret::with_bytes` on the copy path when the secret does not fit the
@@ -554,5 +597,64 @@ fn access_loom_panicking_release_runs_once() {
             .gate
             .close(|_| unreachable!("release ran again"))
             .is_none());
+    });
+}
+
+#[test]
+fn access_loom_two_copy_readers_racing_close() {
+    check(|| {
+        let m = Model::new();
+        let a = spawn(&m, |m| {
+            m.copy_access();
+        });
+        let b = spawn(&m, |m| {
+            m.copy_access();
+        });
+        assert_eq!(m.close(), Some(()));
+        a.join().unwrap();
+        b.join().unwrap();
+        m.check_at_rest();
+    });
+}
+
+#[test]
+fn access_loom_nested_copy_accesses_racing_close() {
+    check(|| {
+        let m = Model::new();
+        // One more than the thread's slots: the last counts in the word.
+        let a = spawn(&m, |m| {
+            m.nested_copy_access(crate::hazard::SLOTS + 1);
+        });
+        assert_eq!(m.close(), Some(()));
+        a.join().unwrap();
+        m.check_at_rest();
+    });
+}
+
+#[test]
+fn access_loom_panicking_copy_access_racing_close() {
+    quiet_injected_panics();
+    check(|| {
+        let m = Model::new();
+        let a = spawn(&m, |m| m.panicking_copy_access());
+        assert_eq!(m.close(), Some(()));
+        a.join().unwrap();
+        m.check_at_rest();
+    });
+}
+
+#[test]
+fn access_loom_record_reused_racing_close() {
+    check(|| {
+        let m = Model::new();
+        // A's record goes back when it exits; B claims it.
+        let a = spawn(&m, |m| assert!(m.copy_access()));
+        a.join().unwrap();
+        let b = spawn(&m, |m| {
+            m.copy_access();
+        });
+        assert_eq!(m.close(), Some(()));
+        b.join().unwrap();
+        m.check_at_rest();
     });
 }
