@@ -1,7 +1,6 @@
 //! Loom model of the access / close state machine ([`crate::access::Gate`]).
 //!
-//! Run (release mode, 2 cores: bound 2 about 3 s, bound 3 about 50 s, bound 4
-//! about 7 min):
+//! Run (release mode, bound 2: about 40 s of CPU on 2 cores):
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=2 \
