@@ -32,6 +32,9 @@ use securememory::{
     Error, Layout, Options, PoolProtection, ProtectedFactory, Secret, SecretFactory,
 };
 
+/// Every test secret's bytes.
+const KEY: &[u8; 32] = b"0123456789abcdef0123456789ABCDEF";
+
 /// The copy-path configurations (the keyed pool where the machine has keys).
 fn copy_factories() -> Vec<(&'static str, ProtectedFactory)> {
     let mut v = vec![
@@ -65,7 +68,7 @@ fn copy_factories() -> Vec<(&'static str, ProtectedFactory)> {
 /// `inside` and waits for `go`.
 fn park_inside(s: &Secret, depth: usize, inside: &AtomicBool, go: &AtomicBool) {
     s.with_bytes(|b| {
-        assert_eq!(b, b"0123456789abcdef0123456789ABCDEF");
+        assert_eq!(b, KEY);
         if depth > 1 {
             park_inside(s, depth - 1, inside, go);
         } else {
@@ -119,9 +122,7 @@ fn close_waits_for(name: &str, s: &Secret, depth: usize) {
 fn close_waits_for_a_parked_copy_access() {
     for (name, f) in copy_factories() {
         for depth in [1, 8] {
-            let s = f
-                .new(&mut *b"0123456789abcdef0123456789ABCDEF".to_vec())
-                .unwrap();
+            let s = f.new(&mut KEY.to_vec()).unwrap();
             close_waits_for(name, &s, depth);
         }
     }
@@ -131,9 +132,7 @@ fn close_waits_for_a_parked_copy_access() {
 fn more_threads_than_slot_records_read_while_closing() {
     const THREADS: usize = 1100;
     let f = ProtectedFactory::default();
-    let s = f
-        .new(&mut *b"0123456789abcdef0123456789ABCDEF".to_vec())
-        .unwrap();
+    let s = f.new(&mut KEY.to_vec()).unwrap();
     let started = AtomicUsize::new(0);
     let closed = AtomicBool::new(false);
     thread::scope(|sc| {
@@ -145,7 +144,7 @@ fn more_threads_than_slot_records_read_while_closing() {
                     // The reader copies into `out` with no scratch buffer.
                     match s.reader().read_exact(&mut out) {
                         Ok(()) => {
-                            assert_eq!(&out, b"0123456789abcdef0123456789ABCDEF");
+                            assert_eq!(&out, KEY);
                             assert!(!closed.load(SeqCst), "a read began after close returned");
                         }
                         Err(e) => {
@@ -175,7 +174,7 @@ enum Fork {
     Libc,
     /// `syscall(SYS_fork)`: no at-fork handler.
     #[cfg(target_arch = "x86_64")]
-    RawFork,
+    Raw,
     /// `syscall(SYS_clone, SIGCHLD, 0, ...)`: no at-fork handler.
     RawClone,
 }
@@ -190,7 +189,7 @@ fn fork_and_wait(kind: Fork, child: impl FnOnce() -> i32) -> ExitStatus {
     let pid = unsafe {
         match kind {
             #[cfg(target_arch = "x86_64")]
-            Fork::RawFork => libc::syscall(libc::SYS_fork),
+            Fork::Raw => libc::syscall(libc::SYS_fork),
             _ => libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0),
         }
     };
@@ -220,10 +219,7 @@ fn child_closes_without_waiting(parked: *mut Secret) -> i32 {
     drop(parked);
     for (_, f) in copy_factories() {
         for _ in 0..8 {
-            let s = Box::new(
-                f.new(&mut *b"0123456789abcdef0123456789ABCDEF".to_vec())
-                    .unwrap(),
-            );
+            let s = Box::new(f.new(&mut KEY.to_vec()).unwrap());
             let ok = s.with_bytes(|b| s.with_bytes(|c| b == c).unwrap()).unwrap();
             if !ok {
                 return 4;
@@ -246,15 +242,12 @@ fn fork_child_close_ignores_the_parent_threads_slots() {
             let kinds = [
                 Fork::Libc,
                 #[cfg(target_arch = "x86_64")]
-                Fork::RawFork,
+                Fork::Raw,
                 Fork::RawClone,
             ];
             for kind in kinds {
                 for (name, f) in copy_factories() {
-                    let s = Box::into_raw(Box::new(
-                        f.new(&mut *b"0123456789abcdef0123456789ABCDEF".to_vec())
-                            .unwrap(),
-                    ));
+                    let s = Box::into_raw(Box::new(f.new(&mut KEY.to_vec()).unwrap()));
                     let shared = s as usize;
                     let inside = AtomicBool::new(false);
                     let go = AtomicBool::new(false);
