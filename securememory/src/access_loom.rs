@@ -65,7 +65,8 @@
 //!   entrant joins it, or, if `close` began meanwhile, hides it: covered by
 //!   the two-window-reader models above, with and without a `close` (a
 //!   missed hide fails (b) or (c); a missed wake-up is a deadlock loom
-//!   reports).
+//!   reports: without the entrant's hide when it finds the gate closing,
+//!   `window_readers_racing_close` deadlocks with the window left open).
 //!
 //! Bugs this model found in the first version of `access.rs` (both fixed
 //! there; both also reproduced by `tests/concurrency.rs`):
