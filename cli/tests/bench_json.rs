@@ -54,12 +54,26 @@ fn bench_quick_json_has_the_documented_shape() {
         BTreeSet::from([
             "floor_ns",
             "rows",
+            "targets",
             "capacity_32b",
             "pooled_vs_page_new_close",
             "pooled_pkey_vs_page_new_close"
         ])
     );
     positive_finite(&v["floor_ns"], "floor_ns");
+    let targets = v["targets"].as_array().expect("targets is an array");
+    assert_eq!(targets.len(), 4, "two window targets, two scaling targets");
+    for t in targets {
+        assert!(t["what"].is_string(), "{t}");
+        positive_finite(&t["at_most"], "at_most");
+        // Where the row ran, the verdict is the comparison itself.
+        if let Some(value) = t["value"].as_f64() {
+            let met = t["met"].as_bool().expect("met is a bool where value is");
+            assert_eq!(met, value <= t["at_most"].as_f64().unwrap(), "{t}");
+        } else {
+            assert!(t["met"].is_null(), "{t}");
+        }
+    }
     positive_finite(&v["pooled_vs_page_new_close"], "pooled_vs_page_new_close");
     let keys_ok = securememory::protection_keys_status().is_ok();
     if keys_ok {

@@ -1,7 +1,6 @@
 //! Loom model of the access / close state machine ([`crate::access::Gate`]).
 //!
-//! Run (release mode, 2 cores: bound 2 about 3 s, bound 3 about 50 s, bound 4
-//! about 7 min):
+//! Run (release mode, bound 2: about 40 s of CPU on 2 cores):
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=2 \
@@ -52,6 +51,22 @@
 //!   `close`, which releases once; a release that panics runs once, and a
 //!   concurrent second `close` returns (it does not wait forever) without
 //!   running it again.
+//! - (g) accesses that need no window (copy path, keyed pool) publish the
+//!   gate in a hazard slot of their thread (`hazard.rs`), and `close` waits
+//!   for every one of them: one or two such readers racing `close`, nested
+//!   accesses of one gate on one thread (one more than the thread has slots,
+//!   the last counted in the state word instead), an access whose closure
+//!   panics (its slot cleared while unwinding, the closer woken), and a
+//!   thread's record given back at its exit and claimed by the next thread
+//!   while a `close` runs. An access that finds CLOSING after publishing
+//!   backs out and wakes the closer.
+//! - (h) a window entrant that finds the window shut announces itself; a
+//!   last reader that sees the announcement leaves the window open and the
+//!   entrant joins it, or, if `close` began meanwhile, hides it: covered by
+//!   the two-window-reader models above, with and without a `close` (a
+//!   missed hide fails (b) or (c); a missed wake-up is a deadlock loom
+//!   reports: without the entrant's hide when it finds the gate closing,
+//!   `window_readers_racing_close` deadlocks with the window left open).
 //!
 //! Bugs this model found in the first version of `access.rs` (both fixed
 //! there; both also reproduced by `tests/concurrency.rs`):
@@ -86,13 +101,25 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::access::{Gate, Turn, Window};
 use crate::Error;
 
-/// Run `f` under loom with a bounded number of preemptions.
+/// Run `f` under loom with a bounded number of preemptions. `f` runs on a
+/// spawned thread, not loom's main one: a thread's hazard record goes back
+/// to the registry when its thread-locals drop, and loom drops the main
+/// thread's only after the execution's statics (the registry) are gone.
 fn check(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
         b.preemption_bound = Some(3);
     }
-    b.check(f);
+    let f = std::sync::Arc::new(f);
+    b.check(move || {
+        let f = f.clone();
+        thread::spawn(move || {
+            f();
+            crate::hazard::thread_exit();
+        })
+        .join()
+        .unwrap();
+    });
 }
 
 /// The memory behind the gate, as the model sees it.
@@ -216,6 +243,34 @@ impl Model {
         self.read();
         let _ = entered.finish();
         true
+    }
+
+    /// `depth` copy accesses of this gate nested on one thread (what a
+    /// closure that reads the same secret again does). Past the thread's
+    /// hazard slots they count themselves in the state word.
+    fn nested_copy_access(&self, depth: usize) -> bool {
+        let entered = match self.gate.enter(&self.mem) {
+            Ok(e) => e,
+            Err(Error::Closed) => return false,
+            Err(e) => panic!("enter: {e}"),
+        };
+        self.read();
+        if depth > 1 {
+            self.nested_copy_access(depth - 1);
+        }
+        let _ = entered.finish();
+        true
+    }
+
+    /// A copy access whose closure panics: the access ends by unwinding.
+    fn panicking_copy_access(&self) {
+        injected(|| {
+            let Ok(_entered) = self.gate.enter(&self.mem) else {
+                return;
+            };
+            self.read();
+            panic!("{INJECTED}");
+        });
     }
 
     /// `Secret::with_bytes` on the copy path when the secret does not fit the
@@ -342,9 +397,13 @@ fn quiet_injected_panics() {
     }));
 }
 
+/// A model thread: runs `f`, then exits (giving back its hazard record).
 fn spawn(m: &Arc<Model>, f: fn(&Model)) -> thread::JoinHandle<()> {
     let m = m.clone();
-    thread::spawn(move || f(&m))
+    thread::spawn(move || {
+        f(&m);
+        crate::hazard::thread_exit();
+    })
 }
 
 #[test]
@@ -458,7 +517,11 @@ fn access_loom_two_closers_one_release() {
         let m = Model::new();
         let b = thread::spawn({
             let m = m.clone();
-            move || m.close()
+            move || {
+                let r = m.close();
+                crate::hazard::thread_exit();
+                r
+            }
         });
         let mine = m.close();
         let theirs = b.join().unwrap();
@@ -594,5 +657,64 @@ fn access_loom_purged_reader_racing_close() {
         a.join().unwrap();
         m.check_at_rest();
         assert_eq!(m.mem.releases.load(SeqCst), 1, "released exactly once");
+    });
+}
+
+#[test]
+fn access_loom_two_copy_readers_racing_close() {
+    check(|| {
+        let m = Model::new();
+        let a = spawn(&m, |m| {
+            m.copy_access();
+        });
+        let b = spawn(&m, |m| {
+            m.copy_access();
+        });
+        assert_eq!(m.close(), Some(()));
+        a.join().unwrap();
+        b.join().unwrap();
+        m.check_at_rest();
+    });
+}
+
+#[test]
+fn access_loom_nested_copy_accesses_racing_close() {
+    check(|| {
+        let m = Model::new();
+        // One more than the thread's slots: the last counts in the word.
+        let a = spawn(&m, |m| {
+            m.nested_copy_access(crate::hazard::SLOTS + 1);
+        });
+        assert_eq!(m.close(), Some(()));
+        a.join().unwrap();
+        m.check_at_rest();
+    });
+}
+
+#[test]
+fn access_loom_panicking_copy_access_racing_close() {
+    quiet_injected_panics();
+    check(|| {
+        let m = Model::new();
+        let a = spawn(&m, |m| m.panicking_copy_access());
+        assert_eq!(m.close(), Some(()));
+        a.join().unwrap();
+        m.check_at_rest();
+    });
+}
+
+#[test]
+fn access_loom_record_reused_racing_close() {
+    check(|| {
+        let m = Model::new();
+        // A's record goes back when it exits; B claims it.
+        let a = spawn(&m, |m| assert!(m.copy_access()));
+        a.join().unwrap();
+        let b = spawn(&m, |m| {
+            m.copy_access();
+        });
+        assert_eq!(m.close(), Some(()));
+        b.join().unwrap();
+        m.check_at_rest();
     });
 }

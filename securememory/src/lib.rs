@@ -39,6 +39,7 @@ mod access_loom;
 mod backend;
 mod error;
 mod factory;
+mod hazard;
 #[cfg(feature = "test-hooks")]
 mod lock_point;
 #[allow(unsafe_code)]

@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sync", 0),
     ("shield", 0),
     ("metrics", 0),
+    ("hazard", 0),
     ("access", 0),
     ("options", 0),
     ("lock_point", 0),

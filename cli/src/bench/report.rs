@@ -96,14 +96,38 @@ pub struct Report {
     notes: Vec<String>,
 }
 
+/// One target of issue 12 checked against this run's rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// What is compared, in words.
+    pub what: String,
+    /// The figure this run measured (`null` where a row was not run).
+    pub value: Option<f64>,
+    /// The target: `value` must be at most this.
+    pub at_most: f64,
+    pub met: Option<bool>,
+}
+
 #[derive(Serialize)]
 struct Json<'a> {
     floor_ns: f64,
     rows: &'a [Row],
+    targets: Vec<Target>,
     capacity_32b: u64,
     pooled_vs_page_new_close: Option<f64>,
     /// `null` where the machine has no protection keys.
     pooled_pkey_vs_page_new_close: Option<f64>,
+}
+
+impl Target {
+    fn new(what: String, value: Option<f64>, at_most: f64) -> Target {
+        Target {
+            what,
+            value,
+            at_most,
+            met: value.map(|v| v <= at_most),
+        }
+    }
 }
 
 /// The error up to its first full stop (the rest is advice on raising limits).
@@ -156,11 +180,47 @@ impl Report {
         Some(self.ns("new_close", "protected", 1)? / self.ns("new_close", pool, 1)?)
     }
 
+    /// The parallel form's thread count, if this run had one.
+    fn parallel(&self) -> Option<usize> {
+        self.rows.iter().map(|r| r.threads).filter(|&t| t > 1).max()
+    }
+
+    /// Issue 12's access targets against this run: the window path with
+    /// every core on one secret at most 0.30x the floor (item 1), and the
+    /// copy path and keyed pool on every core at most 0.6x their one-thread
+    /// row (item 3: reads scale with cores).
+    fn targets(&self) -> Vec<Target> {
+        let n = self.parallel();
+        let mut v = Vec::new();
+        for imp in ["anonymous-window", "memfd_secret"] {
+            let value = n
+                .and_then(|n| self.ns("with_bytes", imp, n))
+                .map(|ns| ns / self.floor_ns);
+            v.push(Target::new(
+                format!("with_bytes {imp}, {} threads, x floor", n.unwrap_or(2)),
+                value,
+                0.30,
+            ));
+        }
+        for imp in ["protected", "pooled-pkey"] {
+            let value = n.and_then(|n| {
+                Some(self.ns("with_bytes", imp, n)? / self.ns("with_bytes", imp, 1)?)
+            });
+            v.push(Target::new(
+                format!("with_bytes {imp}, {} threads / 1 thread", n.unwrap_or(2)),
+                value,
+                0.6,
+            ));
+        }
+        v
+    }
+
     /// The JSON object (`--json`).
     pub fn json(&self) -> impl Serialize + '_ {
         Json {
             floor_ns: self.floor_ns,
             rows: &self.rows,
+            targets: self.targets(),
             capacity_32b: self.pooled.held,
             pooled_vs_page_new_close: self.pooled_vs_page("pooled"),
             pooled_pkey_vs_page_new_close: self.pooled_vs_page("pooled-pkey"),
@@ -249,6 +309,19 @@ impl fmt::Display for Report {
                     f,
                     "new_close, one page (protected) / {pool}, one thread: {ratio:.1}x"
                 )?;
+            }
+        }
+        writeln!(f, "issue 12 targets (ns/op ratios of this run):")?;
+        for t in self.targets() {
+            match (t.value, t.met) {
+                (Some(v), Some(met)) => writeln!(
+                    f,
+                    "  {:<48} {v:>5.2} (at most {:.2}): {}",
+                    t.what,
+                    t.at_most,
+                    if met { "met" } else { "MISSED" }
+                )?,
+                _ => writeln!(f, "  {:<48}  not run here", t.what)?,
             }
         }
         for n in &self.notes {
