@@ -141,11 +141,15 @@ fn more_threads_than_slot_records_read_while_closing() {
                 let mut out = [0u8; 32];
                 started.fetch_add(1, SeqCst);
                 loop {
+                    // Read before the access: a read that began after close
+                    // returned must fail (one that ended just before may
+                    // see the flag set once it returns).
+                    let began_after_close = closed.load(SeqCst);
                     // The reader copies into `out` with no scratch buffer.
                     match s.reader().read_exact(&mut out) {
                         Ok(()) => {
                             assert_eq!(&out, KEY);
-                            assert!(!closed.load(SeqCst), "a read began after close returned");
+                            assert!(!began_after_close, "a read began after close returned");
                         }
                         Err(e) => {
                             assert!(
