@@ -69,6 +69,9 @@ pub use pool_protection::{keys_resist_speculation, protection_keys_status};
 pub use reader::SecretReader;
 pub use secret::Secret;
 
+/// The largest secret [`Layout::Sealed`] holds, in bytes.
+pub const SEALED_MAX_LEN: usize = storage::SEALED_MAX_LEN;
+
 /// Set this process's `RLIMIT_CORE` to zero (soft and hard): no core file is
 /// written at all. Process-wide and cannot be undone by an unprivileged
 /// process; Asherah Go does this on start. Secrets are already left out of

@@ -77,6 +77,17 @@ pub enum Layout {
     /// in that thread for the copy alone), so a secret's page-mates are not
     /// exposed while it is read.
     Pooled,
+    /// Encrypted at rest (ChaCha20-Poly1305), for more secrets than the
+    /// memlock limit allows: the ciphertexts live in unlocked memory left
+    /// out of core dumps and zeroed in fork children, the sealing key in a
+    /// locked pool slot (protected as [`Options::pool_protection`] says).
+    /// Every access copies the key into the calling thread's scratch buffer
+    /// and opens the secret there, beside it; both are wiped when the
+    /// access returns. A ciphertext that fails authentication is
+    /// [`Error::AuthenticationFailed`](crate::Error::AuthenticationFailed).
+    /// Secrets of up to [`SEALED_MAX_LEN`](crate::SEALED_MAX_LEN) bytes;
+    /// memfd backend and copy path only.
+    Sealed,
 }
 
 /// How an access reaches the bytes. Chosen on the factory
@@ -267,16 +278,17 @@ impl Options {
         let mut opts = self;
         opts.backend = match (opts.backend, opts.layout) {
             // The pool reads by kernel copy only: memfd.
-            (Backend::Auto, Layout::Pooled) => Backend::Memfd,
+            (Backend::Auto, Layout::Pooled | Layout::Sealed) => Backend::Memfd,
             (b, _) => b.try_resolve()?,
         };
         if opts.backend == Backend::MemfdSecret {
             crate::backend::memfd_secret_check()?;
         }
-        if opts.layout == Layout::Pooled && opts.backend != Backend::Memfd {
+        let shares_pool = matches!(opts.layout, Layout::Pooled | Layout::Sealed);
+        if shares_pool && opts.backend != Backend::Memfd {
             return Err(Error::Unsupported(format!(
-                "the pooled layout needs Backend::Memfd, not {:?}",
-                opts.backend
+                "the {:?} layout needs Backend::Memfd, not {:?}",
+                opts.layout, opts.backend
             )));
         }
         opts.access = match (opts.access, opts.backend) {
@@ -288,10 +300,11 @@ impl Options {
                     "the copy access path needs Backend::Memfd, not {b:?}"
                 )))
             }
-            (AccessPath::Window, _) if opts.layout == Layout::Pooled => {
-                return Err(Error::Unsupported(
-                    "pooled secrets are read by the copy path only".into(),
-                ))
+            (AccessPath::Window, _) if shares_pool => {
+                return Err(Error::Unsupported(format!(
+                    "{:?} secrets are read by the copy path only",
+                    opts.layout
+                )))
             }
             (p, _) => p,
         };
@@ -303,10 +316,12 @@ impl Options {
 /// Resolve `opts.pool_protection` (`Auto`, and to `ProtNone` for layouts
 /// other than pooled) and return the pool's key if it uses one.
 fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
-    let pooled = opts.layout == Layout::Pooled;
+    // The sealed layout keeps its key in the pool.
+    let pooled = matches!(opts.layout, Layout::Pooled | Layout::Sealed);
     match (opts.pool_protection, pooled) {
         (PoolProtection::ProtectionKey, false) => Err(Error::Unsupported(
-            "PoolProtection::ProtectionKey applies to Layout::Pooled only".into(),
+            "PoolProtection::ProtectionKey applies to Layout::Pooled and Layout::Sealed only"
+                .into(),
         )),
         (PoolProtection::ProtectionKey, true) => pkey::pool_key()
             .map(Some)

@@ -64,3 +64,16 @@ pub fn after_secret_copy(f: Option<fn()>) {
 pub fn scratch_regions() -> Vec<(usize, usize)> {
     crate::mem::scratch::regions()
 }
+
+/// A sealed secret's ciphertext and tag in the arena, as (address,
+/// length); `None` for other layouts.
+pub fn sealed_ciphertext(s: &Secret) -> Option<(usize, usize)> {
+    s.storage().sealed_ciphertext()
+}
+
+/// Flip the bits of `xor` in byte `at` of a sealed secret's ciphertext and
+/// tag (`at` below the secret's length is ciphertext, the 16 after it the
+/// tag). Call with no access of the secret in flight.
+pub fn tamper_sealed(s: &Secret, at: usize, xor: u8) -> crate::Result<()> {
+    s.storage().tamper_sealed(at, xor)
+}

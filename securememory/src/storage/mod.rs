@@ -1,9 +1,11 @@
-//! Where a secret lives: pages of its own (plain or guarded) or a pool slot.
+//! Where a secret lives: pages of its own (plain or guarded), a pool slot,
+//! or sealed (encrypted in the ciphertext arena; `sealed.rs` alone knows how).
 //! The secret asks its [`Storage`] to copy out, open a window, check the
 //! canary and release; it never looks inside. The guarded layout is known
 //! in `guarded.rs` alone.
 
 mod guarded;
+mod sealed;
 
 use crate::access::{Drained, Entered, Turn, Window};
 use crate::error::{Error, Result};
@@ -14,6 +16,9 @@ use crate::options::{Backend, Layout, Options};
 use crate::pool::{self, Slot};
 use crate::source::Source;
 use guarded::Guarded;
+use sealed::Sealed;
+
+pub(crate) use sealed::MAX_LEN as SEALED_MAX_LEN;
 
 /// Where a secret lives. Its memory is released (wiped, unlocked, unmapped
 /// or given back) once: by [`release`](Storage::release), or when dropped
@@ -27,6 +32,8 @@ enum Kind {
     Guarded(Guarded),
     /// A slot in a shared pool page.
     Slot(Slot),
+    /// Encrypted in the unlocked ciphertext arena.
+    Sealed(Sealed),
 }
 
 /// What a release found and did.
@@ -47,6 +54,11 @@ impl Storage {
         opts: &Options,
         key: Option<Pkey>,
     ) -> Result<Storage> {
+        if opts.layout == Layout::Sealed {
+            return Ok(Storage(Kind::Sealed(Sealed::create(
+                len, src, opts.lock, key,
+            )?)));
+        }
         if opts.layout == Layout::Pooled && len <= pool::MAX_SLOT {
             return Ok(Storage(Kind::Slot(pool::create(len, src, opts.lock, key)?)));
         }
@@ -76,7 +88,7 @@ impl Storage {
         match &self.0 {
             Kind::Pages(region) => Some((region, 0)),
             Kind::Guarded(g) => Some((&g.region, g.off)),
-            Kind::Slot(_) => None,
+            Kind::Slot(_) | Kind::Sealed(_) => None,
         }
     }
 
@@ -86,6 +98,7 @@ impl Storage {
             Kind::Pages(region) => region.fork_gen(),
             Kind::Guarded(g) => g.region.fork_gen(),
             Kind::Slot(slot) => slot.chunk_fork_gen(),
+            Kind::Sealed(s) => s.fork_gen(),
         }
     }
 
@@ -96,6 +109,7 @@ impl Storage {
             Kind::Pages(region) => region.copy_out(pos, buf),
             Kind::Guarded(g) => g.region.copy_out(g.off + pos, buf),
             Kind::Slot(slot) => slot.copy_out(pos, buf),
+            Kind::Sealed(s) => s.copy_out(pos, buf),
         }
     }
 
@@ -138,6 +152,10 @@ impl Storage {
             Kind::Pages(region) => region.release(drained),
             Kind::Guarded(g) => g.region.release(drained),
             Kind::Slot(slot) => slot.release_closed(drained),
+            Kind::Sealed(s) => {
+                s.release();
+                Ok(())
+            }
         };
         Released {
             canary_intact,
@@ -154,13 +172,16 @@ impl Storage {
     }
 
     /// Address and length of the memory holding a secret of `len` bytes:
-    /// the data pages (guard pages excluded), or the slot's first `len`.
+    /// the data pages (guard pages excluded), or the slot's first `len`;
+    /// for a sealed secret, its sealing key's slot (what must stay
+    /// unreadable for the secret to be).
     pub(crate) fn data_pages(&self, len: usize) -> (usize, usize) {
         match &self.0 {
             Kind::Pages(region) | Kind::Guarded(Guarded { region, .. }) => {
                 (region.data_addr(), region.data_len())
             }
             Kind::Slot(slot) => (slot.addr(), len),
+            Kind::Sealed(s) => s.key_pages(),
         }
     }
 
@@ -171,6 +192,30 @@ impl Storage {
             Kind::Pages(region) => region.data_addr(),
             Kind::Guarded(g) => g.region.data_addr() + g.off,
             Kind::Slot(slot) => slot.addr(),
+            Kind::Sealed(s) => s.ciphertext().0,
+        }
+    }
+
+    /// A sealed secret's ciphertext and tag in the arena, as (address,
+    /// length) (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn sealed_ciphertext(&self) -> Option<(usize, usize)> {
+        match &self.0 {
+            Kind::Sealed(s) => Some(s.ciphertext()),
+            _ => None,
+        }
+    }
+
+    /// Flip the bits of `xor` in byte `at` of a sealed secret's ciphertext
+    /// and tag (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn tamper_sealed(&self, at: usize, xor: u8) -> Result<()> {
+        match &self.0 {
+            Kind::Sealed(s) => {
+                s.tamper(at, xor);
+                Ok(())
+            }
+            _ => Err(Error::Unsupported("not a sealed secret".into())),
         }
     }
 
