@@ -176,6 +176,7 @@ impl ArenaSlot {
     }
 
     /// Address of the slot (tests, the at-rest scan).
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn addr(&self) -> usize {
         self.addr
     }
