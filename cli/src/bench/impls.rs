@@ -31,7 +31,9 @@ fn with(name: &'static str, opts: Options) -> Result<Impl, FactoryError> {
 /// - `anonymous-window`: a reference, Asherah Go's exact design (private
 ///   anonymous pages, an `mprotect` window per access);
 /// - `memfd_secret`: a reference, `memfd_secret` pages read through a
-///   window, where the kernel allows it (a note says so otherwise).
+///   window, where the kernel allows it (a note says so otherwise);
+/// - `sealed`: encrypted at rest (`Layout::Sealed`), the key in a
+///   `PROT_NONE` pool slot.
 pub fn available(notes: &mut Vec<String>) -> Result<Vec<Impl>, FactoryError> {
     let mut impls = vec![
         Impl {
@@ -65,5 +67,6 @@ pub fn available(notes: &mut Vec<String>) -> Result<Vec<Impl>, FactoryError> {
             "!!! memfd_secret rows SKIPPED: memfd_secret is not available here: {why}"
         )),
     }
+    impls.push(with("sealed", Options::default().layout(Layout::Sealed))?);
     Ok(impls)
 }
