@@ -154,21 +154,17 @@ pub const QUICK_SEALED: u64 = 200_000;
 
 /// Lower the soft `RLIMIT_MEMLOCK` to `bytes` (hard limit unchanged).
 fn set_soft_memlock(bytes: u64) -> Result<(), ChildError> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a valid rlimit for the kernel to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
-        return Err(ChildError::Limit(std::io::Error::last_os_error()));
-    }
-    r.rlim_cur = bytes.min(r.rlim_max);
-    // SAFETY: `r` is a valid rlimit for the kernel to read; it changes
-    // only this (child) process's limit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
-        return Err(ChildError::Limit(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Memlock);
+    let current = Some(now.maximum.map_or(bytes, |hard| bytes.min(hard)));
+    setrlimit(
+        Resource::Memlock,
+        Rlimit {
+            current,
+            maximum: now.maximum,
+        },
+    )
+    .map_err(|e| ChildError::Limit(e.into()))
 }
 
 /// The child: see the module docs. Prints one JSON line on stdout.
