@@ -77,3 +77,10 @@ pub fn sealed_ciphertext(s: &Secret) -> Option<(usize, usize)> {
 pub fn tamper_sealed(s: &Secret, at: usize, xor: u8) -> crate::Result<()> {
     s.storage().tamper_sealed(at, xor)
 }
+
+/// Write the key a sealed secret is sealed under to the file `fd` at
+/// offset 0 (a kernel copy from this thread's scratch, wiped after), so a
+/// test can look for it where it must not be.
+pub fn write_sealing_key(s: &Secret, fd: std::os::fd::RawFd) -> crate::Result<()> {
+    s.storage().write_sealing_key(fd)
+}

@@ -10,9 +10,14 @@
 use std::mem::MaybeUninit;
 
 /// Bytes of stack zeroed below the caller's frame: more than the cipher's
-/// deepest call chain uses (the crates keep their state in structures of a
-/// few hundred bytes and their SIMD backends work in registers).
-pub(crate) const STACK_SCRUB: usize = 4096;
+/// call chain uses. An optimised build inlines it into a few frames; an
+/// unoptimised one (the tests) copies blocks and keys through dozens of
+/// frames: 32 KiB left a tag there (`guarantee_core_dump.rs`, sealed case).
+pub(crate) const STACK_SCRUB: usize = if cfg!(debug_assertions) {
+    64 * 1024
+} else {
+    4096
+};
 
 /// Zero [`STACK_SCRUB`] bytes of stack below the caller's frame, where the
 /// frames of the functions it called just before were; then clear the
@@ -28,12 +33,47 @@ pub(crate) fn clear_after_cipher() {
     clear_vector_registers();
 }
 
-/// Zero the vector registers the cipher may have used: `ymm0`-`ymm15`
-/// with AVX (`vzeroall`), else `xmm0`-`xmm15`. The cipher crates use no
-/// AVX-512 code (`zmm16`-`zmm31` untouched).
+/// Zero the vector registers: `ymm0`-`ymm15` with AVX (`vzeroall`), else
+/// `xmm0`-`xmm15`; and `zmm16`-`zmm31` where the CPU has AVX-512, which
+/// this crate's code never uses but glibc's `memcpy` does (its EVEX
+/// versions move data through them): a release build's core held a
+/// ciphertext there before this (`guarantee_core_dump.rs`, sealed case).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn clear_vector_registers() {
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above); the instructions
+        // only zero `zmm16`-`zmm31`, caller-saved, which code compiled
+        // without the `avx512f` target feature never holds values in.
+        unsafe {
+            std::arch::asm!(
+                "vpxord zmm16, zmm16, zmm16",
+                "vpxord zmm17, zmm17, zmm17",
+                "vpxord zmm18, zmm18, zmm18",
+                "vpxord zmm19, zmm19, zmm19",
+                "vpxord zmm20, zmm20, zmm20",
+                "vpxord zmm21, zmm21, zmm21",
+                "vpxord zmm22, zmm22, zmm22",
+                "vpxord zmm23, zmm23, zmm23",
+                "vpxord zmm24, zmm24, zmm24",
+                "vpxord zmm25, zmm25, zmm25",
+                "vpxord zmm26, zmm26, zmm26",
+                "vpxord zmm27, zmm27, zmm27",
+                "vpxord zmm28, zmm28, zmm28",
+                "vpxord zmm29, zmm29, zmm29",
+                "vpxord zmm30, zmm30, zmm30",
+                "vpxord zmm31, zmm31, zmm31",
+                options(nostack, nomem, preserves_flags)
+            )
+        };
+    }
+    clear_low_vector_registers();
+}
+
+/// `ymm0`-`ymm15` (all of `zmm0`-`zmm15` on AVX-512), or `xmm0`-`xmm15`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn clear_low_vector_registers() {
     if std::arch::is_x86_feature_detected!("avx") {
         // SAFETY: the CPU has AVX (checked above); `vzeroall` only zeroes
         // vector registers, all caller-saved and declared clobbered.

@@ -206,6 +206,15 @@ impl Storage {
         }
     }
 
+    /// Write a sealed secret's sealing key to `fd` (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn write_sealing_key(&self, fd: std::os::fd::RawFd) -> Result<()> {
+        match &self.0 {
+            Kind::Sealed(s) => s.write_key(fd),
+            _ => Err(Error::Unsupported("not a sealed secret".into())),
+        }
+    }
+
     /// Flip the bits of `xor` in byte `at` of a sealed secret's ciphertext
     /// and tag (test hook).
     #[cfg(feature = "test-hooks")]

@@ -122,15 +122,27 @@ impl SealKey {
         if fork::generation() != self.slot.chunk_fork_gen() {
             return Err(Error::Forked);
         }
-        let r = {
-            let mut key = scratch::reserve(KEY_LEN, Placement::Any, lock)?;
-            self.slot.copy_out(0, &mut key)?;
-            let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
-            f(&cipher)
-        };
+        let r = run_cipher(&self.slot, lock, f);
+        // The cipher's frames lie below this one: cleared here.
         residue::clear_after_cipher();
-        Ok(r)
+        r
     }
+}
+
+/// Key the cipher from a scratch copy of the key in `slot` and run `f`.
+/// Never inlined, so that everything the cipher leaves on the stack (its
+/// copy of the key, keystream, blocks of the message, the tag) is in this
+/// frame or below it, where `residue::clear_after_cipher` reaches.
+#[inline(never)]
+fn run_cipher<R>(
+    slot: &Slot,
+    lock: LockPolicy,
+    f: impl FnOnce(&ChaCha20Poly1305) -> R,
+) -> Result<R> {
+    let mut key = scratch::reserve(KEY_LEN, Placement::Any, lock)?;
+    slot.copy_out(0, &mut key)?;
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
+    Ok(f(&cipher))
 }
 
 fn nonce(id: u64) -> Nonce {
@@ -182,13 +194,16 @@ impl Sealed {
             src.fill(&mut plain)?;
             // The source may be user code (a reader) that forked: in the
             // child, `with_cipher` refuses the parent's key.
-            let tag = key
-                .with_cipher(lock, |c| {
-                    c.encrypt_in_place_detached(&nonce(id), &associated_data(id, len), &mut plain)
-                })?
-                .map_err(|_| Error::Unsupported("sealing failed".into()))?;
-            slot.write_at(0, &plain);
-            slot.write_at(len, &tag);
+            // The tag is written inside the cipher's frame, so it too is
+            // cleared with the rest of what the cipher left on the stack.
+            key.with_cipher(lock, |c| {
+                let tag = c
+                    .encrypt_in_place_detached(&nonce(id), &associated_data(id, len), &mut plain)
+                    .map_err(|_| Error::Unsupported("sealing failed".into()))?;
+                slot.write_at(0, &plain);
+                slot.write_at(len, &tag);
+                Ok::<(), Error>(())
+            })??;
         }
         metrics::sealed_changed(1);
         Ok(Sealed {
@@ -209,10 +224,10 @@ impl Sealed {
     /// copied in and decrypted in place. A ciphertext or tag that fails
     /// authentication leaves `out` zeroed and is [`Error::AuthenticationFailed`].
     fn open_into(&self, out: &mut [u8]) -> Result<()> {
-        let mut tag = Tag::default();
-        self.slot.read_at(0, out);
-        self.slot.read_at(self.len, &mut tag);
         let opened = self.key.with_cipher(self.lock, |c| {
+            let mut tag = Tag::default();
+            self.slot.read_at(0, out);
+            self.slot.read_at(self.len, &mut tag);
             c.decrypt_in_place_detached(
                 &nonce(self.id),
                 &associated_data(self.id, self.len),
@@ -273,6 +288,15 @@ impl Sealed {
     #[cfg(feature = "test-hooks")]
     pub(crate) fn ciphertext(&self) -> (usize, usize) {
         (self.slot.addr(), self.len + TAG_LEN)
+    }
+
+    /// Write the sealing key to `fd` at offset 0 through this thread's
+    /// scratch (tests: a core dump must not hold it).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn write_key(&self, fd: std::os::fd::RawFd) -> Result<()> {
+        let mut key = scratch::reserve(KEY_LEN, Placement::Any, self.lock)?;
+        self.key.slot.copy_out(0, &mut key)?;
+        crate::mem::sys::pwrite_all(fd, &key, 0).map_err(Error::AccessFailed)
     }
 
     /// Flip the bits of `xor` in byte `at` of the ciphertext or tag (tests).
