@@ -102,6 +102,7 @@ fn bench_quick_json_has_the_documented_shape() {
     ];
     if keys_ok {
         impls.push("pooled-pkey");
+        impls.push("sealed-pkey");
     }
     if securememory_memfd_secret_ok(&stderr) {
         impls.push("memfd_secret");

@@ -77,7 +77,7 @@ pub enum Layout {
     /// in that thread for the copy alone), so a secret's page-mates are not
     /// exposed while it is read.
     Pooled,
-    /// Encrypted at rest (ChaCha20-Poly1305), for more secrets than the
+    /// Encrypted at rest (AES-256-GCM), for more secrets than the
     /// memlock limit allows: the ciphertexts live in unlocked memory left
     /// out of core dumps and zeroed in fork children, the sealing key in a
     /// locked pool slot (protected as [`Options::pool_protection`] says).

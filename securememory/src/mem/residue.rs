@@ -25,12 +25,36 @@ pub(crate) const STACK_SCRUB: usize = if cfg!(debug_assertions) {
 /// that called it.
 #[inline(never)]
 pub(crate) fn clear_after_cipher() {
-    let mut area = MaybeUninit::<[u8; STACK_SCRUB]>::uninit();
-    // SAFETY: `area` is this frame's own local, writable for its size, and
-    // nothing else refers to it.
-    unsafe { super::copy::wipe_raw(area.as_mut_ptr().cast(), STACK_SCRUB) };
+    let mut area = MaybeUninit::<[u64; STACK_SCRUB / 8]>::uninit();
+    zero_words(area.as_mut_ptr().cast(), STACK_SCRUB / 8);
     std::hint::black_box(&area);
     clear_vector_registers();
+}
+
+/// Zero `words` 8-byte words at `at` (this frame's caller's local): one
+/// `rep stosq` on x86_64, several times faster over 4 KiB than a loop of
+/// 8-byte stores (the scrub was a tenth of a sealed access); it moves only
+/// zeros, so the vector registers it may use internally hold nothing.
+#[inline(always)]
+fn zero_words(at: *mut u64, words: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `[at, at + 8 * words)` is the caller's own local, writable
+    // and referred to by nothing else; the direction flag is clear (the
+    // ABI guarantees it at every call); the changed registers are declared.
+    unsafe {
+        std::arch::asm!(
+            "rep stosq",
+            inout("rcx") words => _,
+            inout("rdi") at => _,
+            in("rax") 0u64,
+            options(nostack, preserves_flags)
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above; `wipe_raw`'s stores are never elided.
+    unsafe {
+        super::copy::wipe_raw(at.cast(), words * 8)
+    };
 }
 
 /// Zero the vector registers: `ymm0`-`ymm15` with AVX (`vzeroall`), else

@@ -1,5 +1,5 @@
 //! The sealed layout (`Layout::Sealed`): each secret is kept encrypted
-//! with ChaCha20-Poly1305 in the unlocked ciphertext arena (`mem::arena`),
+//! with AES-256-GCM in the unlocked ciphertext arena (`mem::arena`),
 //! under a sealing key that lives in a locked pool slot.
 //!
 //! ```text
@@ -33,8 +33,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use aes_gcm::aead::{AeadInPlace, KeyInit, Nonce, Tag};
+use aes_gcm::{Aes256Gcm, Key};
 use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
@@ -111,11 +111,7 @@ impl SealKey {
     /// Run `f` with the cipher keyed by a copy of the key in this thread's
     /// scratch, next to the plaintext; the copy is wiped, the cipher
     /// zeroized and the residue cleared before this returns.
-    fn with_cipher<R>(
-        &self,
-        lock: LockPolicy,
-        f: impl FnOnce(&ChaCha20Poly1305) -> R,
-    ) -> Result<R> {
+    fn with_cipher<R>(&self, lock: LockPolicy, f: impl FnOnce(&Aes256Gcm) -> R) -> Result<R> {
         // Never use a key in another process: a raw fork child copied the
         // counter, and might still read the key through an inherited
         // descriptor; the same nonce under the same key would follow.
@@ -134,19 +130,15 @@ impl SealKey {
 /// copy of the key, keystream, blocks of the message, the tag) is in this
 /// frame or below it, where `residue::clear_after_cipher` reaches.
 #[inline(never)]
-fn run_cipher<R>(
-    slot: &Slot,
-    lock: LockPolicy,
-    f: impl FnOnce(&ChaCha20Poly1305) -> R,
-) -> Result<R> {
+fn run_cipher<R>(slot: &Slot, lock: LockPolicy, f: impl FnOnce(&Aes256Gcm) -> R) -> Result<R> {
     let mut key = scratch::reserve(KEY_LEN, Placement::Any, lock)?;
     slot.copy_out(0, &mut key)?;
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key));
     Ok(f(&cipher))
 }
 
-fn nonce(id: u64) -> Nonce {
-    let mut n = Nonce::default();
+fn nonce(id: u64) -> Nonce<Aes256Gcm> {
+    let mut n = Nonce::<Aes256Gcm>::default();
     n[4..].copy_from_slice(&id.to_le_bytes());
     n
 }
@@ -225,7 +217,7 @@ impl Sealed {
     /// authentication leaves `out` zeroed and is [`Error::AuthenticationFailed`].
     fn open_into(&self, out: &mut [u8]) -> Result<()> {
         let opened = self.key.with_cipher(self.lock, |c| {
-            let mut tag = Tag::default();
+            let mut tag = Tag::<Aes256Gcm>::default();
             self.slot.read_at(0, out);
             self.slot.read_at(self.len, &mut tag);
             c.decrypt_in_place_detached(
