@@ -197,14 +197,21 @@ impl Sealed {
                 Ok::<(), Error>(())
             })??;
         }
-        metrics::sealed_changed(1);
-        Ok(Sealed {
+        let sealed = Sealed {
             slot,
             key,
             id,
             len,
             lock,
-        })
+        };
+        metrics::sealed_changed(1);
+        // The recorder told (user code) may have forked: in that child the
+        // ciphertext is the parent's (zeros here), so no secret (as a
+        // region made across a fork is not one either).
+        if fork::generation() != sealed.fork_gen() {
+            return Err(Error::Forked);
+        }
+        Ok(sealed)
     }
 
     /// The fork generation the ciphertext was stored in.
