@@ -1,4 +1,4 @@
-//! Counters kept by the library, readable with [`stats`] and published
+//! Counters kept by the library, readable with [`stats`](crate::stats) and published
 //! through the `metrics` facade so that a recorder installed by the program
 //! picks them up. Names follow Asherah Go's (`secret.allocated`,
 //! `secret.inuse`) where it has one.
@@ -61,12 +61,13 @@ pub struct Stats {
     pub sealed_auth_failures: u64,
 }
 
-/// The library's counters now.
-pub fn stats() -> Stats {
+/// The counters kept here now; `bytes_locked` is left at zero: the budget
+/// (in `mem`, below) keeps that one, and [`stats`](crate::stats) fills it in.
+pub(crate) fn counters() -> Stats {
     Stats {
         allocated: ALLOCATED.load(Ordering::Relaxed),
         in_use: IN_USE.load(Ordering::Relaxed),
-        bytes_locked: crate::budget::locked_bytes(),
+        bytes_locked: 0,
         protection_changes: PROTECTION_CHANGES.load(Ordering::Relaxed),
         lock_refusals: REFUSALS.load(Ordering::Relaxed),
         unlocked_allocations: UNLOCKED.load(Ordering::Relaxed),
@@ -75,7 +76,7 @@ pub fn stats() -> Stats {
         pool_slots_used: POOL_SLOTS_USED.load(Ordering::Relaxed),
         pool_slots_total: POOL_SLOTS_TOTAL.load(Ordering::Relaxed),
         sealed_in_use: SEALED_IN_USE.load(Ordering::Relaxed),
-        sealed_arena_bytes: crate::mem::arena::mapped_bytes(),
+        sealed_arena_bytes: 0,
         sealed_auth_failures: SEAL_FAILURES.load(Ordering::Relaxed),
     }
 }
@@ -125,8 +126,9 @@ pub(crate) fn locked_changed(bytes: u64) {
     shield(|| metrics::gauge!("secret.locked.bytes").set(bytes as f64));
 }
 
-/// A sealed secret was created (`1`) or its ciphertext released (`-1`).
-pub(crate) fn sealed_changed(delta: i64) {
+/// A sealed secret was created (`1`) or its ciphertext released (`-1`);
+/// `arena` is the ciphertext arena's size now (kept in `mem::arena`).
+pub(crate) fn sealed_changed(delta: i64, arena: u64) {
     let n = if delta >= 0 {
         SEALED_IN_USE.fetch_add(delta as u64, Ordering::Relaxed) + delta as u64
     } else {
@@ -136,7 +138,6 @@ pub(crate) fn sealed_changed(delta: i64) {
             .saturating_sub(d)
     };
     shield(|| metrics::gauge!("secret.sealed.inuse").set(n as f64));
-    let arena = crate::mem::arena::mapped_bytes();
     shield(|| metrics::gauge!("secret.sealed.arena.bytes").set(arena as f64));
 }
 

@@ -52,7 +52,7 @@ impl SystemReport {
         }
         self.memlock_soft.map(|soft| {
             soft.saturating_sub(self.locked_by_library)
-                .saturating_sub(crate::scratch_capacity() as u64)
+                .saturating_sub(crate::mem::scratch::capacity() as u64)
         })
     }
 
@@ -77,7 +77,7 @@ pub const POOL_SMALL_CHUNK_PAGES: usize = crate::pool::SMALL_CHUNK_PAGES;
 /// takes: its ciphertext and 16-byte tag, in a power-of-two slot of at
 /// least 32 bytes; `None` past [`SEALED_MAX_LEN`](crate::SEALED_MAX_LEN).
 pub fn sealed_arena_slot_size(len: usize) -> Option<usize> {
-    if len > crate::SEALED_MAX_LEN {
+    if len > crate::storage::SEALED_MAX_LEN {
         return None;
     }
     crate::mem::arena::slot_size(len + 16)
@@ -123,8 +123,8 @@ pub fn report() -> SystemReport {
         memlock_soft: memlock.soft,
         memlock_hard: memlock.hard,
         memlock_unknown,
-        cap_ipc_lock: crate::budget::has_ipc_lock(),
-        locked_by_library: crate::budget::locked_bytes(),
+        cap_ipc_lock: crate::mem::budget::has_ipc_lock(),
+        locked_by_library: crate::mem::budget::locked_bytes(),
         memfd_secret: memfd_secret_status(),
         core_soft: core.soft,
         core_hard: core.hard,

@@ -28,7 +28,7 @@ pub fn data_pages(s: &Secret) -> (usize, usize) {
 }
 
 /// Flip one byte of a guarded secret's canary.
-pub fn corrupt_canary(s: &Secret) -> crate::Result<()> {
+pub fn corrupt_canary(s: &Secret) -> crate::error::Result<()> {
     s.storage().corrupt_canary()
 }
 
@@ -47,7 +47,7 @@ pub fn observe_wipes(on: bool) {
 
 /// The raw descriptor of the process-wide memory file, if open.
 pub fn store_fd() -> Option<std::os::fd::RawFd> {
-    crate::memfile::raw_fd_for_tests()
+    crate::mem::memfile::raw_fd_for_tests()
 }
 
 /// Run `f` right after every copy of secret bytes the library makes in user
@@ -74,13 +74,13 @@ pub fn sealed_ciphertext(s: &Secret) -> Option<(usize, usize)> {
 /// Flip the bits of `xor` in byte `at` of a sealed secret's ciphertext and
 /// tag (`at` below the secret's length is ciphertext, the 16 after it the
 /// tag). Call with no access of the secret in flight.
-pub fn tamper_sealed(s: &Secret, at: usize, xor: u8) -> crate::Result<()> {
+pub fn tamper_sealed(s: &Secret, at: usize, xor: u8) -> crate::error::Result<()> {
     s.storage().tamper_sealed(at, xor)
 }
 
 /// Write the key a sealed secret is sealed under to the file `fd` at
 /// offset 0 (a kernel copy from this thread's scratch, wiped after), so a
 /// test can look for it where it must not be.
-pub fn write_sealing_key(s: &Secret, fd: std::os::fd::RawFd) -> crate::Result<()> {
+pub fn write_sealing_key(s: &Secret, fd: std::os::fd::RawFd) -> crate::error::Result<()> {
     s.storage().write_sealing_key(fd)
 }

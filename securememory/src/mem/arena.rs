@@ -31,9 +31,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::memfile::GENERATIONS;
 use super::sys::{self, Advice, Prot};
 use crate::error::{Error, Result};
-use crate::memfile::GENERATIONS;
 
 /// The smallest slot.
 pub(crate) const MIN_SLOT: usize = 32;
@@ -72,7 +72,7 @@ static MAPPED_GEN: AtomicU64 = AtomicU64::new(0);
 /// Bytes of arena chunks this process has mapped (a fork child's count
 /// starts at zero: the parent's chunks are zeros there and never used).
 pub(crate) fn mapped_bytes() -> u64 {
-    if MAPPED_GEN.load(Ordering::Relaxed) != crate::fork::generation() {
+    if MAPPED_GEN.load(Ordering::Relaxed) != super::fork::generation() {
         return 0;
     }
     MAPPED.load(Ordering::Relaxed)
@@ -114,7 +114,7 @@ pub(crate) fn take(len: usize) -> Result<ArenaSlot> {
         });
     };
     let class = class_of(len);
-    let fork_gen = crate::fork::generation();
+    let fork_gen = super::fork::generation();
     let table = TABLES.get(fork_gen as usize).ok_or_else(|| {
         Error::Unsupported(format!(
             "sealed layout: fork chain deeper than {GENERATIONS} processes"
@@ -151,7 +151,7 @@ pub(crate) fn take(len: usize) -> Result<ArenaSlot> {
 /// Map a chunk: read-write, out of core dumps, zeroed in fork children.
 fn new_chunk() -> Result<usize> {
     let p = sys::mmap_anonymous(CHUNK_BYTES, Prot::ReadWrite)
-        .map_err(|source| crate::limits::map_error(CHUNK_BYTES, source))?;
+        .map_err(|source| super::limits::map_error(CHUNK_BYTES, source))?;
     for (advice, name) in [
         (Advice::DontDump, "MADV_DONTDUMP"),
         (Advice::WipeOnFork, "MADV_WIPEONFORK"),
@@ -220,7 +220,7 @@ impl ArenaSlot {
         if self.released.swap(true, Ordering::AcqRel) {
             return false;
         }
-        if crate::fork::generation() != self.fork_gen {
+        if super::fork::generation() != self.fork_gen {
             return false;
         }
         // SAFETY: the slot is ours and no access is in flight (the owner's

@@ -38,12 +38,12 @@ use aes_gcm::{Aes256Gcm, Key};
 use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
-use crate::fork;
 use crate::mem::arena::{self, ArenaSlot};
+use crate::mem::fork;
+use crate::mem::memfile::GENERATIONS;
 use crate::mem::pkey::Pkey;
 use crate::mem::residue;
 use crate::mem::scratch::{self, Placement};
-use crate::memfile::GENERATIONS;
 use crate::metrics;
 use crate::options::LockPolicy;
 use crate::pool::{self, Slot};
@@ -204,7 +204,7 @@ impl Sealed {
             len,
             lock,
         };
-        metrics::sealed_changed(1);
+        metrics::sealed_changed(1, arena::mapped_bytes());
         // The recorder told (user code) may have forked: in that child the
         // ciphertext is the parent's (zeros here), so no secret (as a
         // region made across a fork is not one either).
@@ -273,7 +273,7 @@ impl Sealed {
     /// Wipe the ciphertext and give the slot back (once).
     pub(crate) fn release(&self) {
         if self.slot.release() {
-            metrics::sealed_changed(-1);
+            metrics::sealed_changed(-1, arena::mapped_bytes());
         }
     }
 
