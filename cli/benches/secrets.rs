@@ -13,6 +13,8 @@
 
 #[path = "../src/bench/check.rs"]
 mod check;
+#[path = "../src/bench/client.rs"]
+mod client;
 #[path = "../src/bench/impls.rs"]
 mod impls;
 #[path = "../src/bench/ops.rs"]
@@ -33,6 +35,17 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(securememory::system::mprotect_floor)
     });
     floor.finish();
+
+    // The real client's baseline: the cipher keyed from a plain array.
+    let mut plain = c.benchmark_group(client::PLAIN);
+    plain.bench_function(BenchmarkId::new(Op::Chacha1k.name(), "threads=1"), |b| {
+        b.iter_custom(|n| {
+            let t = std::time::Instant::now();
+            client::from_plain(n);
+            t.elapsed()
+        })
+    });
+    plain.finish();
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut notes = Vec::new();

@@ -9,6 +9,8 @@
 //! - [`runner`]: timing `n` ops on one thread or on a team of threads.
 //! - [`measure`]: warm-up, time-boxed batches, medians; the floor samples.
 //! - [`check`]: the at-rest check after every row.
+//! - [`client`]: the real-client row (a 1 KiB message sealed with a key
+//!   from a secret) and its plain-array baseline.
 //! - [`capacity`]: the capacity child process and its parent side.
 //! - [`report`]: the table and the JSON object.
 //!
@@ -17,6 +19,7 @@
 
 mod capacity;
 mod check;
+mod client;
 mod impls;
 mod measure;
 mod ops;
@@ -71,6 +74,10 @@ pub struct BenchArgs {
     /// notes go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Count sealed 32-byte secrets up to this many in the capacity_sealed_32b
+    /// row (default 1,000,000; 200,000 with --quick).
+    #[arg(long)]
+    pub sealed_max: Option<u64>,
 }
 
 /// Run the benchmark and print the table (or the JSON object).
@@ -91,7 +98,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         );
     }
 
-    let total = (impls.len() * Op::ALL.len() * thread_forms.len() + 2) as u64;
+    let total = ((impls.len() * Op::ALL.len() + 1) * thread_forms.len() + 3) as u64;
     let pb = progress_bar(total);
     for n in &notes {
         pb.suspend(|| eprintln!("NOTE: {n}"));
@@ -121,6 +128,31 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         }
         secret.close()?;
     }
+    // The real-client row's baseline: the same cipher keyed from a plain array.
+    for &threads in &thread_forms {
+        pb.set_message(format!(
+            "{} {} x{threads}",
+            Op::Chacha1k.name(),
+            client::PLAIN
+        ));
+        let ns = measure::ns_per_op(threads, &plan, &|iters| {
+            client::from_plain(iters);
+            Ok(())
+        })
+        .map_err(|source| Error::Row {
+            op: Op::Chacha1k.name(),
+            imp: client::PLAIN,
+            threads,
+            source,
+        })?;
+        rows.push(Timing::plain(
+            Op::Chacha1k.name(),
+            client::PLAIN,
+            threads,
+            ns,
+        ));
+        pb.inc(1);
+    }
 
     pb.set_message("capacity: pooled 32-byte secrets without CAP_IPC_LOCK");
     let pooled = capacity::measure(CapacityLayout::Pooled, capacity::MAX_HELD)?;
@@ -128,10 +160,21 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     pb.set_message("capacity: one-page 32-byte secrets without CAP_IPC_LOCK");
     let page = capacity::measure(CapacityLayout::Page, capacity::MAX_HELD)?;
     pb.inc(1);
+    let sealed_max = args.sealed_max.unwrap_or(if args.quick {
+        capacity::QUICK_SEALED
+    } else {
+        capacity::MAX_HELD
+    });
+    pb.set_message(format!(
+        "capacity: sealed 32-byte secrets without CAP_IPC_LOCK under a {} KiB limit",
+        capacity::SEALED_LIMIT / 1024
+    ));
+    let sealed = capacity::measure(CapacityLayout::Sealed, sealed_max)?;
+    pb.inc(1);
     pb.finish_and_clear();
 
     let header = Header::collect(&plan, cores, floor, started.elapsed());
-    let report = Report::new(header, rows, pooled, page, notes);
+    let report = Report::new(header, rows, [pooled, page, sealed], notes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json())?);
     } else {

@@ -15,6 +15,7 @@
 //! - [`facts`]: the facts reported as read (memfd_secret, core dumps, protection keys, backends).
 //! - [`capacity`]: how many secrets locked memory and vm.max_map_count allow.
 //! - [`live_check`]: the secrets created, read back and closed.
+//! - [`sealed`]: what the limits allow sealed secrets, and their counters.
 //! - [`verdict`]: the verdict and the limits behind it.
 //! - [`text`]: the text report (the findings' `Display`).
 
@@ -22,6 +23,7 @@ mod capacity;
 mod facts;
 mod findings;
 mod live_check;
+mod sealed;
 mod text;
 mod verdict;
 
@@ -84,6 +86,7 @@ fn examine() -> Findings {
         mappings,
         protection_keys: facts::protection_keys(&r),
         backends: facts::backends(&r),
+        sealed: sealed::sealed(&r),
         live_check,
     }
 }

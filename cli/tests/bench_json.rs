@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "with_bytes",
     "with_bytes_func",
     "reader_read_all",
@@ -18,6 +18,7 @@ const NAMES: [&str; 8] = [
     "reader_read_4b",
     "new_close",
     "create_random_close",
+    "chacha20poly1305_1k",
 ];
 
 fn positive_finite(v: &Value, what: &str) -> f64 {
@@ -56,6 +57,8 @@ fn bench_quick_json_has_the_documented_shape() {
             "rows",
             "targets",
             "capacity_32b",
+            "capacity_sealed_32b",
+            "client_overhead_ns",
             "pooled_vs_page_new_close",
             "pooled_pkey_vs_page_new_close"
         ])
@@ -93,10 +96,27 @@ fn bench_quick_json_has_the_documented_shape() {
             > 0
     );
 
+    // The quick run counts sealed secrets to 200,000 (the full run to a million).
+    assert_eq!(v["capacity_sealed_32b"].as_u64(), Some(200_000));
+    let overhead = v["client_overhead_ns"].as_array().expect("an array");
+    for imp in ["protected", "pooled", "sealed"] {
+        assert!(
+            overhead.iter().any(|o| o[0] == imp && o[1].is_f64()),
+            "no real-client overhead for {imp}: {overhead:?}"
+        );
+    }
+
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let mut impls = vec!["protected", "guarded", "pooled", "anonymous-window"];
+    let mut impls = vec![
+        "protected",
+        "guarded",
+        "pooled",
+        "anonymous-window",
+        "sealed",
+    ];
     if keys_ok {
         impls.push("pooled-pkey");
+        impls.push("sealed-pkey");
     }
     if securememory_memfd_secret_ok(&stderr) {
         impls.push("memfd_secret");
@@ -107,6 +127,16 @@ fn bench_quick_json_has_the_documented_shape() {
         let name = r["name"].as_str().expect("name");
         let imp = r["impl"].as_str().expect("impl");
         let threads = r["threads"].as_u64().expect("threads");
+        if imp == "plain-array" {
+            // The real client's baseline: the cipher keyed from a plain array.
+            assert_eq!(name, "chacha20poly1305_1k");
+            assert_eq!(r["path"], "-");
+            assert!(
+                seen.insert((name, imp, threads)),
+                "duplicate {name}/{imp}/{threads}"
+            );
+            continue;
+        }
         assert!(NAMES.contains(&name), "unknown row name {name}");
         assert!(impls.contains(&imp), "unknown impl {imp}");
         assert!(threads == 1 || threads == cores, "threads {threads}");
@@ -122,7 +152,7 @@ fn bench_quick_json_has_the_documented_shape() {
     let forms = if cores > 1 { 2 } else { 1 };
     assert_eq!(
         seen.len(),
-        NAMES.len() * impls.len() * forms,
+        (NAMES.len() * impls.len() + 1) * forms,
         "rows: {seen:?}"
     );
 }

@@ -195,6 +195,14 @@ fn json_report_matches_what_this_process_reads() {
     assert_eq!(named("default secret")["ok"], true, "{checks:?}");
     assert_eq!(named("default secret")["backend"], "Memfd");
     assert_eq!(named("pooled 32-byte secret")["ok"], true, "{checks:?}");
+    assert_eq!(named("sealed 32-byte secret")["ok"], true, "{checks:?}");
+    let sealed = &j["sealed"];
+    assert_eq!(sealed["arena_bytes_per_secret"], 64, "{sealed}");
+    assert!(sealed["fits_memlock"].is_boolean(), "{sealed}");
+    assert_eq!(
+        sealed["in_use"], 0,
+        "the live check closed its secret: {sealed}"
+    );
 
     let verdict = j["verdict"].as_str().unwrap();
     let limits = j["limits"].as_array().unwrap();

@@ -259,6 +259,13 @@ pub enum Error {
     #[error("canary in front of a guarded secret was damaged (out-of-bounds write detected); the memory was wiped and freed")]
     CanaryDamaged,
 
+    /// A sealed secret's ciphertext (`Layout::Sealed`) failed
+    /// authentication when opened: the memory holding it was corrupted or
+    /// tampered with. No byte of the secret was given out; the secret stays
+    /// open (every access fails the same way) until closed.
+    #[error("a sealed secret's ciphertext failed authentication (memory corruption or tampering); no bytes were returned")]
+    AuthenticationFailed,
+
     /// `close` was called from inside an access window of the same secret on
     /// the same thread; closing then would wait forever for itself.
     #[error(

@@ -74,6 +74,9 @@ pub use purge::{
 pub use secret::{scratch_capacity, Secret, SecretReader};
 pub use stats::stats;
 
+/// The largest secret [`Layout::Sealed`] holds, in bytes.
+pub const SEALED_MAX_LEN: usize = storage::SEALED_MAX_LEN;
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

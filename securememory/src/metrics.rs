@@ -22,6 +22,8 @@ static POOL_PAGES: AtomicU64 = AtomicU64::new(0);
 static POOL_SLOTS_USED: AtomicU64 = AtomicU64::new(0);
 static POOL_SLOTS_TOTAL: AtomicU64 = AtomicU64::new(0);
 static PURGED: AtomicU64 = AtomicU64::new(0);
+static SEALED_IN_USE: AtomicU64 = AtomicU64::new(0);
+static SEAL_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// A snapshot of the library's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,6 +52,17 @@ pub struct Stats {
     /// Secrets wiped and closed by a purge (`secret.purged`); a signal's
     /// purge counts nothing (it may not call the recorder).
     pub purged: u64,
+    /// Sealed secrets (`Layout::Sealed`) created and not yet closed
+    /// (`secret.sealed.inuse`). Their sealing key takes one pool slot per
+    /// process (counted in the pool figures), their ciphertexts none.
+    pub sealed_in_use: u64,
+    /// Bytes of unlocked, no-dump, wipe-on-fork memory mapped for sealed
+    /// secrets' ciphertexts (`secret.sealed.arena.bytes`); kept for reuse,
+    /// so this is the high-water mark. Not counted in `bytes_locked`.
+    pub sealed_arena_bytes: u64,
+    /// Sealed secrets whose ciphertext failed authentication when opened
+    /// (`secret.sealed.auth_failed`): memory corruption or tampering.
+    pub sealed_auth_failures: u64,
 }
 
 /// The counters kept here now; `bytes_locked` is left at zero: the budget
@@ -67,6 +80,9 @@ pub(crate) fn counters() -> Stats {
         pool_slots_used: POOL_SLOTS_USED.load(Ordering::Relaxed),
         pool_slots_total: POOL_SLOTS_TOTAL.load(Ordering::Relaxed),
         purged: PURGED.load(Ordering::Relaxed),
+        sealed_in_use: SEALED_IN_USE.load(Ordering::Relaxed),
+        sealed_arena_bytes: 0,
+        sealed_auth_failures: SEAL_FAILURES.load(Ordering::Relaxed),
     }
 }
 
@@ -122,6 +138,27 @@ pub(crate) fn purged(n: u64) {
 
 pub(crate) fn locked_changed(bytes: u64) {
     shield(|| metrics::gauge!("secret.locked.bytes").set(bytes as f64));
+}
+
+/// A sealed secret was created (`1`) or its ciphertext released (`-1`);
+/// `arena` is the ciphertext arena's size now (kept in `mem::arena`).
+pub(crate) fn sealed_changed(delta: i64, arena: u64) {
+    let n = if delta >= 0 {
+        SEALED_IN_USE.fetch_add(delta as u64, Ordering::Relaxed) + delta as u64
+    } else {
+        let d = delta.unsigned_abs();
+        SEALED_IN_USE
+            .fetch_sub(d, Ordering::Relaxed)
+            .saturating_sub(d)
+    };
+    shield(|| metrics::gauge!("secret.sealed.inuse").set(n as f64));
+    shield(|| metrics::gauge!("secret.sealed.arena.bytes").set(arena as f64));
+}
+
+/// A sealed secret's ciphertext failed authentication.
+pub(crate) fn seal_failed() {
+    SEAL_FAILURES.fetch_add(1, Ordering::Relaxed);
+    shield(|| metrics::counter!("secret.sealed.auth_failed").increment(1));
 }
 
 pub(crate) fn pool_changed(pages_delta: i64, used_delta: i64, total_delta: i64) {

@@ -49,6 +49,17 @@ pub enum Layout {
     /// in that thread for the copy alone), so a secret's page-mates are not
     /// exposed while it is read.
     Pooled,
+    /// Encrypted at rest (AES-256-GCM), for more secrets than the
+    /// memlock limit allows: the ciphertexts live in unlocked memory left
+    /// out of core dumps and zeroed in fork children, the sealing key in a
+    /// locked pool slot (protected as [`Options::pool_protection`] says).
+    /// Every access copies the key into the calling thread's scratch buffer
+    /// and opens the secret there, beside it; both are wiped when the
+    /// access returns. A ciphertext that fails authentication is
+    /// [`Error::AuthenticationFailed`](crate::Error::AuthenticationFailed).
+    /// Secrets of up to [`SEALED_MAX_LEN`](crate::SEALED_MAX_LEN) bytes;
+    /// memfd backend and copy path only.
+    Sealed,
 }
 
 /// How an access reaches the bytes. Chosen on the factory

@@ -54,16 +54,18 @@ impl Options {
         let mut opts = self;
         opts.backend = match (opts.backend, opts.layout) {
             // The pool reads by kernel copy only: memfd.
-            (Backend::Auto, Layout::Pooled) => Backend::Memfd,
+            (Backend::Auto, Layout::Pooled | Layout::Sealed) => Backend::Memfd,
             (b, _) => b.try_resolve()?,
         };
         if opts.backend == Backend::MemfdSecret {
             probe::memfd_secret_check()?;
         }
-        if opts.layout == Layout::Pooled && opts.backend != Backend::Memfd {
+        // The sealed layout keeps its key in the pool.
+        let shares_pool = matches!(opts.layout, Layout::Pooled | Layout::Sealed);
+        if shares_pool && opts.backend != Backend::Memfd {
             return Err(Error::Unsupported(format!(
-                "the pooled layout needs Backend::Memfd, not {:?}",
-                opts.backend
+                "the {:?} layout needs Backend::Memfd, not {:?}",
+                opts.layout, opts.backend
             )));
         }
         opts.access = match (opts.access, opts.backend) {
@@ -75,10 +77,11 @@ impl Options {
                     "the copy access path needs Backend::Memfd, not {b:?}"
                 )))
             }
-            (AccessPath::Window, _) if opts.layout == Layout::Pooled => {
-                return Err(Error::Unsupported(
-                    "pooled secrets are read by the copy path only".into(),
-                ))
+            (AccessPath::Window, _) if shares_pool => {
+                return Err(Error::Unsupported(format!(
+                    "{:?} secrets are read by the copy path only",
+                    opts.layout
+                )))
             }
             (p, _) => p,
         };
@@ -90,10 +93,12 @@ impl Options {
 /// Resolve `opts.pool_protection` (`Auto`, and to `ProtNone` for layouts
 /// other than pooled) and return the pool's key if it uses one.
 fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
-    let pooled = opts.layout == Layout::Pooled;
+    // The sealed layout keeps its key in the pool.
+    let pooled = matches!(opts.layout, Layout::Pooled | Layout::Sealed);
     match (opts.pool_protection, pooled) {
         (PoolProtection::ProtectionKey, false) => Err(Error::Unsupported(
-            "PoolProtection::ProtectionKey applies to Layout::Pooled only".into(),
+            "PoolProtection::ProtectionKey applies to Layout::Pooled and Layout::Sealed only"
+                .into(),
         )),
         (PoolProtection::ProtectionKey, true) => pkey::pool_key()
             .map(Some)

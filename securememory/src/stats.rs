@@ -9,6 +9,7 @@ use crate::metrics::{self, Stats};
 pub fn stats() -> Stats {
     Stats {
         bytes_locked: budget::locked_bytes(),
+        sealed_arena_bytes: crate::mem::arena::mapped_bytes(),
         ..metrics::counters()
     }
 }

@@ -73,6 +73,21 @@ pub const POOL_CHUNK_PAGES: usize = crate::pool::CHUNK_PAGES;
 /// fit in the memlock budget.
 pub const POOL_SMALL_CHUNK_PAGES: usize = crate::pool::SMALL_CHUNK_PAGES;
 
+/// Bytes of the (unlocked) ciphertext arena a sealed secret of `len` bytes
+/// takes: its ciphertext and 16-byte tag, in a power-of-two slot of at
+/// least 32 bytes; `None` past [`SEALED_MAX_LEN`](crate::SEALED_MAX_LEN).
+pub fn sealed_arena_slot_size(len: usize) -> Option<usize> {
+    if len > crate::storage::SEALED_MAX_LEN {
+        return None;
+    }
+    crate::mem::arena::slot_size(len + 16)
+}
+
+/// The machine's physical memory in bytes, if the kernel says.
+pub fn physical_memory() -> Option<u64> {
+    sys::physical_memory()
+}
+
 /// The slot a pooled secret of `len` bytes takes (slots are powers of two of
 /// at least 16 bytes), or `None` if it is larger than
 /// [`POOL_MAX_SLOT`](crate::POOL_MAX_SLOT) and gets pages of its own.

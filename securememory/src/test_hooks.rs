@@ -83,3 +83,23 @@ pub fn collect_wipes() {
 pub fn take_all_wiped() -> Vec<Vec<u8>> {
     crate::mem::observe::take_all()
 }
+
+/// A sealed secret's ciphertext and tag in the arena, as (address,
+/// length); `None` for other layouts.
+pub fn sealed_ciphertext(s: &Secret) -> Option<(usize, usize)> {
+    s.storage().sealed_ciphertext()
+}
+
+/// Flip the bits of `xor` in byte `at` of a sealed secret's ciphertext and
+/// tag (`at` below the secret's length is ciphertext, the 16 after it the
+/// tag). Call with no access of the secret in flight.
+pub fn tamper_sealed(s: &Secret, at: usize, xor: u8) -> crate::error::Result<()> {
+    s.storage().tamper_sealed(at, xor)
+}
+
+/// Write the key a sealed secret is sealed under to the file `fd` at
+/// offset 0 (a kernel copy from this thread's scratch, wiped after), so a
+/// test can look for it where it must not be.
+pub fn write_sealing_key(s: &Secret, fd: std::os::fd::RawFd) -> crate::error::Result<()> {
+    s.storage().write_sealing_key(fd)
+}

@@ -23,6 +23,7 @@ mod common;
 
 use std::ffi::c_void;
 use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
@@ -36,6 +37,12 @@ const CONTROL_ENV: &str = "SECUREMEMORY_CORE_CONTROL";
 const CANNOT_DUMP: &str = "CANNOT-DUMP";
 const ABORTING: &str = "CORE-CHILD: secret written, aborting";
 const SECRET_FILE: &str = "secret.bin";
+/// A sealed secret's ciphertext and tag, written by the child from the arena.
+const CIPHERTEXT_FILE: &str = "ciphertext.bin";
+/// The address of that ciphertext in the arena, in decimal.
+const CIPHERTEXT_ADDR_FILE: &str = "ciphertext.addr";
+/// The key it is sealed under.
+const KEY_FILE: &str = "key.bin";
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -139,7 +146,12 @@ fn check_one(test: &str, role: &str, dir: &Path, control: &[u8; 32]) {
     let core_path = std::fs::read_dir(dir)
         .expect("read the child's directory")
         .map(|e| e.expect("dir entry").path())
-        .find(|p| p.file_name().is_some_and(|n| n != SECRET_FILE))
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                ![SECRET_FILE, CIPHERTEXT_FILE, CIPHERTEXT_ADDR_FILE, KEY_FILE]
+                    .contains(&n.to_str().unwrap_or(""))
+            })
+        })
         .unwrap_or_else(|| {
             panic!(
                 "{}: the child dumped core but no core file is in {dir:?}",
@@ -162,11 +174,88 @@ fn check_one(test: &str, role: &str, dir: &Path, control: &[u8; 32]) {
             i + 8
         );
     }
+    // A sealed secret's ciphertext: its arena is left out of the dump
+    // (the core's segment over it has no bytes in the file), and so is
+    // every copy of it (a copy would sit in some other segment).
+    if let Ok(key) = std::fs::read(dir.join(KEY_FILE)) {
+        assert_eq!(key.len(), 32, "{name}: the sealing key");
+        for (i, piece) in key.windows(8).enumerate() {
+            assert!(
+                !contains(&core, piece),
+                "{name}: bytes {i}..{} of the sealing key are in the core dump",
+                i + 8
+            );
+        }
+    }
+    if let Ok(ct) = std::fs::read(dir.join(CIPHERTEXT_FILE)) {
+        assert!(ct.iter().any(|&b| b != 0), "{name}: zero ciphertext");
+        let at: u64 = std::fs::read_to_string(dir.join(CIPHERTEXT_ADDR_FILE))
+            .expect("the arena address")
+            .trim()
+            .parse()
+            .expect("an address");
+        let segments = load_segments(&core);
+        let over = segments
+            .iter()
+            .find(|s| s.vaddr <= at && at < s.vaddr + s.memsz)
+            .unwrap_or_else(|| panic!("{name}: no segment of the core covers the arena"));
+        assert_eq!(
+            over.filesz, 0,
+            "{name}: the arena's segment is in the core file"
+        );
+        for (i, piece) in ct.windows(8).enumerate() {
+            if let Some(off) = find(&core, piece) {
+                let seg = segments
+                    .iter()
+                    .find(|s| s.offset <= off && off < s.offset + s.filesz);
+                panic!(
+                    "{name}: bytes {i}..{} of the ciphertext are in the core dump at file offset {off:#x}, segment {seg:x?} (arena at {at:#x})",
+                    i + 8
+                );
+            }
+        }
+    }
     println!(
         "{}: control found, secret absent in a {} KiB core",
         name,
         core.len() / 1024
     );
+}
+
+/// A `PT_LOAD` segment of an ELF64 core: where its bytes are in the file
+/// (`filesz` 0 for a range left out of the dump) and the memory it covers.
+#[derive(Debug)]
+#[allow(dead_code)]
+struct Segment {
+    offset: u64,
+    filesz: u64,
+    vaddr: u64,
+    memsz: u64,
+}
+
+fn load_segments(core: &[u8]) -> Vec<Segment> {
+    let u16_at = |o: usize| u16::from_le_bytes(core[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(core[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(core[o..o + 8].try_into().unwrap());
+    assert_eq!(&core[..4], b"\x7fELF", "not an ELF core");
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .filter(|&p| u32_at(p) == 1)
+        .map(|p| Segment {
+            offset: u64_at(p + 8),
+            vaddr: u64_at(p + 16),
+            filesz: u64_at(p + 32),
+            memsz: u64_at(p + 40),
+        })
+        .collect()
+}
+
+/// The file offset of the first occurrence of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<u64> {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p as u64)
 }
 
 /// Raise `RLIMIT_CORE` and make sure this process is dumpable; `Err(why)` if not.
@@ -225,11 +314,54 @@ fn child(config: Config) {
     assert_eq!(written, 32);
     // SAFETY: closes the descriptor opened above.
     unsafe { libc::close(fd) };
+    if let Some((at, len)) = securememory::test_hooks::sealed_ciphertext(&secret) {
+        // SAFETY: open with a constant C string; write(2) reads the arena
+        // slot the hook names (mapped read-write, `len` bytes); close it.
+        unsafe {
+            let fd = libc::open(
+                c"ciphertext.bin".as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                0o600,
+            );
+            assert!(fd >= 0, "open ciphertext.bin");
+            assert_eq!(libc::write(fd, at as *const c_void, len), len as isize);
+            libc::close(fd);
+        }
+        std::fs::write(CIPHERTEXT_ADDR_FILE, at.to_string()).expect("write the address");
+        let key = std::fs::File::create(KEY_FILE).expect("create key.bin");
+        securememory::test_hooks::write_sealing_key(&secret, key.as_raw_fd()).expect("the key");
+    }
     std::hint::black_box(&control);
     std::hint::black_box(&secret);
     eprintln!("{ABORTING}");
     // SAFETY: abort never returns; it raises SIGABRT, which dumps core.
     unsafe { libc::abort() };
+}
+
+const SEALED_TEST: &str = "sealed_secret_and_ciphertext_are_not_in_core_dump";
+
+/// Guarantee (`Layout::Sealed`): neither the plaintext nor the ciphertext
+/// (its arena is `MADV_DONTDUMP`) is in the core of a child that read the
+/// secret and aborted.
+#[test]
+fn sealed_secret_and_ciphertext_are_not_in_core_dump() {
+    if common::child::role().is_some() {
+        child(Config {
+            name: "sealed",
+            opts: securememory::Options::default().layout(securememory::Layout::Sealed),
+        });
+        return;
+    }
+    if !core_lands_in_cwd() {
+        return;
+    }
+    let control = random32();
+    in_fresh_dir("sealed", |dir| {
+        check_one(SEALED_TEST, "sealed", dir, &control);
+        for f in [CIPHERTEXT_FILE, KEY_FILE] {
+            assert!(dir.join(f).exists(), "the sealed child wrote no {f}");
+        }
+    });
 }
 
 const COPIES_TEST: &str = "library_copies_leave_no_register_copy_in_core_dump";

@@ -61,6 +61,7 @@ const LAYERS: &[(&str, u8)] = &[
 /// `mem` itself (`mem/mod.rs`) declares the others, so it is on top.
 const MEM_RANKS: &[(&str, u8)] = &[
     ("copy", 0),
+    ("residue", 0),
     ("once", 0),
     ("inject", 0),
     ("release_once", 0),
@@ -77,6 +78,7 @@ const MEM_RANKS: &[(&str, u8)] = &[
     ("probe", 5),
     ("stranded", 5),
     ("pkey", 6),
+    ("arena", 6),
     ("region", 7),
     ("scratch", 8),
     ("", 9),

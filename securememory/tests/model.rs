@@ -85,7 +85,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let configs = configs::all();
+        let configs = configs::all_with_sealed();
         let factories = configs.iter().map(Config::factory).collect();
         World {
             configs,
@@ -108,12 +108,27 @@ impl World {
             .collect()
     }
 
+    /// Whether configuration `i` refuses `len` bytes: a sealed secret past
+    /// `SEALED_MAX_LEN`.
+    fn refuses(&self, i: usize, len: usize) -> bool {
+        self.configs[i].layout() == securememory::Layout::Sealed
+            && len > securememory::SEALED_MAX_LEN
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), String> {
         match *op {
             Op::Create { config, len } => {
                 let i = config % self.configs.len();
                 let expected = self.bytes(len);
                 let mut src = expected.clone();
+                if self.refuses(i, len) {
+                    return match self.factories[i].new(&mut src) {
+                        Err(securememory::Error::InvalidSize { .. }) if src == expected => Ok(()),
+                        other => Err(format!(
+                            "sealed {len}: expected InvalidSize and the source kept, got {other:?}"
+                        )),
+                    };
+                }
                 let secret = self.factories[i]
                     .new(&mut src)
                     .map_err(|e| format!("create {len} on {}: {e}", self.configs[i].name))?;
@@ -128,6 +143,12 @@ impl World {
             }
             Op::CreateRandom { config, len } => {
                 let i = config % self.configs.len();
+                if self.refuses(i, len) {
+                    return match self.factories[i].create_random(len) {
+                        Err(securememory::Error::InvalidSize { .. }) => Ok(()),
+                        other => Err(format!("sealed {len}: expected InvalidSize, got {other:?}")),
+                    };
+                }
                 let secret = self.factories[i]
                     .create_random(len)
                     .map_err(|e| format!("create_random {len} on {}: {e}", self.configs[i].name))?;

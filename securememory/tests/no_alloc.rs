@@ -108,6 +108,11 @@ fn access_paths_do_not_allocate() {
         32,
     );
     check(
+        "memfd/sealed/copy",
+        memfd.access(AccessPath::Copy).layout(Layout::Sealed),
+        32,
+    );
+    check(
         "memfd/page/copy/12KiB (window fallback)",
         memfd.access(AccessPath::Copy),
         12 * 1024,

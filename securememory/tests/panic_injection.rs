@@ -30,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::child::{role, Child, DONE};
-use common::configs::{all, by_name, Config};
+use common::configs::{all_with_sealed as all, by_name, Config};
 use common::procfs::vm_lck_kib;
 use common::recorder::HookRecorder;
 use securememory::{stats, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory, Stats};

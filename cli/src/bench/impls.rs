@@ -31,7 +31,11 @@ fn with(name: &'static str, opts: Options) -> Result<Impl, FactoryError> {
 /// - `anonymous-window`: a reference, Asherah Go's exact design (private
 ///   anonymous pages, an `mprotect` window per access);
 /// - `memfd_secret`: a reference, `memfd_secret` pages read through a
-///   window, where the kernel allows it (a note says so otherwise).
+///   window, where the kernel allows it (a note says so otherwise);
+/// - `sealed`: encrypted at rest (`Layout::Sealed`), the key in a
+///   `PROT_NONE` pool slot; `sealed-pkey`: the key in a slot behind a
+///   protection key, where the machine has them (the pooled-pkey note
+///   says so otherwise).
 pub fn available(notes: &mut Vec<String>) -> Result<Vec<Impl>, FactoryError> {
     let mut impls = vec![
         Impl {
@@ -64,6 +68,15 @@ pub fn available(notes: &mut Vec<String>) -> Result<Vec<Impl>, FactoryError> {
         Err(why) => notes.push(format!(
             "!!! memfd_secret rows SKIPPED: memfd_secret is not available here: {why}"
         )),
+    }
+    impls.push(with("sealed", Options::default().layout(Layout::Sealed))?);
+    if securememory::protection_keys_status().is_ok() {
+        impls.push(with(
+            "sealed-pkey",
+            Options::default()
+                .layout(Layout::Sealed)
+                .pool_protection(PoolProtection::ProtectionKey),
+        )?);
     }
     Ok(impls)
 }

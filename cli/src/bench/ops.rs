@@ -37,11 +37,14 @@ pub enum Op {
     ReaderRead4,
     NewClose,
     CreateRandomClose,
+    /// A real client: one 1 KiB message sealed with ChaCha20-Poly1305,
+    /// keyed inside `with_bytes` (see `client.rs`).
+    Chacha1k,
 }
 
 impl Op {
     /// Every row, in table order.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Op::WithBytes,
         Op::WithBytesFunc,
         Op::ReaderReadAll,
@@ -50,6 +53,7 @@ impl Op {
         Op::ReaderRead4,
         Op::NewClose,
         Op::CreateRandomClose,
+        Op::Chacha1k,
     ];
 
     /// The row's name (the same in the table, the JSON and `cargo bench`).
@@ -63,6 +67,7 @@ impl Op {
             Op::ReaderRead4 => "reader_read_4b",
             Op::NewClose => "new_close",
             Op::CreateRandomClose => "create_random_close",
+            Op::Chacha1k => "chacha20poly1305_1k",
         }
     }
 
@@ -144,6 +149,7 @@ impl Op {
                     factory.create_random(KEY.len())?.close()?;
                 }
             }
+            Op::Chacha1k => super::client::from_secret(secret, iters)?,
         }
         Ok(())
     }

@@ -41,6 +41,17 @@ impl Timing {
             ns_per_op,
         }
     }
+
+    /// A row with no secret (the real client's plain-array baseline).
+    pub fn plain(name: &'static str, imp: &'static str, threads: usize, ns_per_op: f64) -> Timing {
+        Timing {
+            name,
+            imp,
+            threads,
+            path: "-",
+            ns_per_op,
+        }
+    }
 }
 
 /// One row of the table and of the JSON `rows`.
@@ -93,6 +104,7 @@ pub struct Report {
     rows: Vec<Row>,
     pooled: Capacity,
     page: Capacity,
+    sealed: Capacity,
     notes: Vec<String>,
 }
 
@@ -114,6 +126,11 @@ struct Json<'a> {
     rows: &'a [Row],
     targets: Vec<Target>,
     capacity_32b: u64,
+    /// Sealed 32-byte secrets held under a 64 KiB memlock limit.
+    capacity_sealed_32b: u64,
+    /// The real client (a 1 KiB ChaCha20-Poly1305 message keyed inside
+    /// `with_bytes`), one thread: ns over the plain-array key, per impl.
+    client_overhead_ns: Vec<(&'a str, f64)>,
     pooled_vs_page_new_close: Option<f64>,
     /// `null` where the machine has no protection keys.
     pooled_pkey_vs_page_new_close: Option<f64>,
@@ -139,8 +156,7 @@ impl Report {
     pub fn new(
         header: Header,
         timings: Vec<Timing>,
-        pooled: Capacity,
-        page: Capacity,
+        [pooled, page, sealed]: [Capacity; 3],
         notes: Vec<String>,
     ) -> Report {
         let floor_ns = header.floor.median();
@@ -161,6 +177,7 @@ impl Report {
             rows,
             pooled,
             page,
+            sealed,
             notes,
         }
     }
@@ -215,6 +232,20 @@ impl Report {
         v
     }
 
+    /// The real client's overhead per impl, one thread: (impl, ns over the
+    /// plain-array key, that ns as a ratio of the plain row).
+    fn client_overhead(&self) -> Vec<(&str, f64, f64)> {
+        let name = super::ops::Op::Chacha1k.name();
+        let Some(plain) = self.ns(name, super::client::PLAIN, 1) else {
+            return Vec::new();
+        };
+        self.rows
+            .iter()
+            .filter(|r| r.name == name && r.threads == 1 && r.imp != super::client::PLAIN)
+            .map(|r| (r.imp, r.ns_per_op - plain, r.ns_per_op / plain))
+            .collect()
+    }
+
     /// The JSON object (`--json`).
     pub fn json(&self) -> impl Serialize + '_ {
         Json {
@@ -222,6 +253,12 @@ impl Report {
             rows: &self.rows,
             targets: self.targets(),
             capacity_32b: self.pooled.held,
+            capacity_sealed_32b: self.sealed.held,
+            client_overhead_ns: self
+                .client_overhead()
+                .into_iter()
+                .map(|(imp, ns, _)| (imp, ns))
+                .collect(),
             pooled_vs_page_new_close: self.pooled_vs_page("pooled"),
             pooled_pkey_vs_page_new_close: self.pooled_vs_page("pooled-pkey"),
         }
@@ -285,7 +322,7 @@ impl fmt::Display for Report {
              each read back through with_bytes:",
             Bytes(self.pooled.memlock_soft)
         )?;
-        for c in [&self.pooled, &self.page] {
+        for c in [&self.pooled, &self.page, &self.sealed] {
             write!(
                 f,
                 "  {:<7} {:>8}  ({} checked not readable at rest; {:.1} s)",
@@ -301,8 +338,25 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
+            "  (sealed: capacity_sealed_32b, under a soft memlock limit of {} the child set itself, counted up to {})",
+            Bytes(self.sealed.memlock_soft),
+            self.sealed.max
+        )?;
+        writeln!(
+            f,
             "  (Asherah Go, one page per secret: 2048 under an 8 MiB limit)"
         )?;
+        let client = self.client_overhead();
+        if !client.is_empty() {
+            writeln!(
+                f,
+                "real client, one thread: a 1 KiB ChaCha20-Poly1305 message keyed inside with_bytes, over the same keyed from a plain array ({:.0} ns):",
+                self.ns(super::ops::Op::Chacha1k.name(), super::client::PLAIN, 1).unwrap_or(0.0)
+            )?;
+            for (imp, ns, ratio) in client {
+                writeln!(f, "  {imp:<17} +{ns:>7.0} ns per message ({ratio:.2}x)")?;
+            }
+        }
         for pool in ["pooled", "pooled-pkey"] {
             if let Some(ratio) = self.pooled_vs_page(pool) {
                 writeln!(

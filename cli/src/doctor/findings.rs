@@ -36,6 +36,7 @@ pub(super) struct Findings {
     pub(super) mappings: Mappings,
     pub(super) protection_keys: ProtectionKeys,
     pub(super) backends: Backends,
+    pub(super) sealed: super::sealed::Sealed,
     pub(super) live_check: Vec<LiveCheck>,
 }
 

@@ -1,4 +1,4 @@
-//! The live check: a default secret, a pooled one and (where `Backend::Auto`
+//! The live check: a default secret, a pooled one, a sealed one and (where `Backend::Auto`
 //! picks another backend than the default) an Auto one are each created,
 //! read back and closed.
 
@@ -14,6 +14,10 @@ pub(super) fn live_checks(auto: Backend) -> Vec<LiveCheck> {
         live(
             "pooled 32-byte secret",
             Options::default().layout(Layout::Pooled),
+        ),
+        live(
+            "sealed 32-byte secret",
+            Options::default().layout(Layout::Sealed),
         ),
     ];
     if auto != Backend::default() {

@@ -23,6 +23,7 @@ impl fmt::Display for Findings {
         mappings(o, self)?;
         protection_keys(o, self)?;
         backends(o, self)?;
+        super::sealed::text(o, &self.sealed)?;
         live_check(o, self)?;
         verdict(o, self)
     }

@@ -156,6 +156,9 @@ impl Secret {
     /// and for pages tagged with a protection key, whether this thread's
     /// PKRU opens the key. At rest (no access in flight) this is `false`;
     /// the benchmark checks it after every row. For a closed secret, `false`.
+    /// For a sealed secret ([`Layout::Sealed`](crate::Layout::Sealed)) the
+    /// range checked is its sealing key's slot: its plaintext is in no
+    /// mapping at rest, and its ciphertext is readable by design.
     ///
     /// # Errors
     /// When `/proc/self/smaps` cannot be read.

@@ -1,10 +1,12 @@
-//! Where a secret lives: pages of its own (plain or guarded) or a pool slot.
+//! Where a secret lives: pages of its own (plain or guarded), a pool slot,
+//! or sealed (encrypted in the ciphertext arena; `sealed.rs` alone knows how).
 //! The secret asks its [`Storage`] to copy out, open a window, check the
 //! canary and release; it never looks inside. The guarded layout is known
 //! in `guarded.rs` alone.
 
 mod guarded;
 pub(crate) mod live;
+mod sealed;
 
 use crate::access::{Drained, Entered, Turn, Window};
 use crate::error::{Error, Result};
@@ -15,6 +17,9 @@ use crate::options::{Backend, Layout, Options};
 use crate::pool::{self, Slot};
 use crate::source::Source;
 use guarded::Guarded;
+use sealed::Sealed;
+
+pub(crate) use sealed::MAX_LEN as SEALED_MAX_LEN;
 
 /// Where a secret lives. Its memory is released (wiped, unlocked, unmapped
 /// or given back) once: by [`release`](Storage::release), or when dropped
@@ -28,6 +33,8 @@ enum Kind {
     Guarded(Guarded),
     /// A slot in a shared pool page.
     Slot(Slot),
+    /// Encrypted in the unlocked ciphertext arena.
+    Sealed(Sealed),
 }
 
 /// What a release found and did.
@@ -48,6 +55,11 @@ impl Storage {
         opts: &Options,
         key: Option<Pkey>,
     ) -> Result<Storage> {
+        if opts.layout == Layout::Sealed {
+            return Ok(Storage(Kind::Sealed(Sealed::create(
+                len, src, opts.lock, key,
+            )?)));
+        }
         if opts.layout == Layout::Pooled && len <= pool::MAX_SLOT {
             return Ok(Storage(Kind::Slot(pool::create(len, src, opts.lock, key)?)));
         }
@@ -77,7 +89,7 @@ impl Storage {
         match &self.0 {
             Kind::Pages(region) => Some((region, 0)),
             Kind::Guarded(g) => Some((&g.region, g.off)),
-            Kind::Slot(_) => None,
+            Kind::Slot(_) | Kind::Sealed(_) => None,
         }
     }
 
@@ -87,6 +99,7 @@ impl Storage {
             Kind::Pages(region) => region.fork_gen(),
             Kind::Guarded(g) => g.region.fork_gen(),
             Kind::Slot(slot) => slot.chunk_fork_gen(),
+            Kind::Sealed(s) => s.fork_gen(),
         }
     }
 
@@ -97,6 +110,7 @@ impl Storage {
             Kind::Pages(region) => region.copy_out(pos, buf),
             Kind::Guarded(g) => g.region.copy_out(g.off + pos, buf),
             Kind::Slot(slot) => slot.copy_out(pos, buf),
+            Kind::Sealed(s) => s.copy_out(pos, buf),
         }
     }
 
@@ -139,6 +153,10 @@ impl Storage {
             Kind::Pages(region) => region.release(drained),
             Kind::Guarded(g) => g.region.release(drained),
             Kind::Slot(slot) => slot.release_closed(drained),
+            Kind::Sealed(s) => {
+                s.release();
+                Ok(())
+            }
         };
         Released {
             canary_intact,
@@ -155,13 +173,16 @@ impl Storage {
     }
 
     /// Address and length of the memory holding a secret of `len` bytes:
-    /// the data pages (guard pages excluded), or the slot's first `len`.
+    /// the data pages (guard pages excluded), or the slot's first `len`;
+    /// for a sealed secret, its sealing key's slot (what must stay
+    /// unreadable for the secret to be).
     pub(crate) fn data_pages(&self, len: usize) -> (usize, usize) {
         match &self.0 {
             Kind::Pages(region) | Kind::Guarded(Guarded { region, .. }) => {
                 (region.data_addr(), region.data_len())
             }
             Kind::Slot(slot) => (slot.addr(), len),
+            Kind::Sealed(s) => s.key_pages(),
         }
     }
 
@@ -172,6 +193,39 @@ impl Storage {
             Kind::Pages(region) => region.data_addr(),
             Kind::Guarded(g) => g.region.data_addr() + g.off,
             Kind::Slot(slot) => slot.addr(),
+            Kind::Sealed(s) => s.ciphertext().0,
+        }
+    }
+
+    /// A sealed secret's ciphertext and tag in the arena, as (address,
+    /// length) (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn sealed_ciphertext(&self) -> Option<(usize, usize)> {
+        match &self.0 {
+            Kind::Sealed(s) => Some(s.ciphertext()),
+            _ => None,
+        }
+    }
+
+    /// Write a sealed secret's sealing key to `fd` (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn write_sealing_key(&self, fd: std::os::fd::RawFd) -> Result<()> {
+        match &self.0 {
+            Kind::Sealed(s) => s.write_key(fd),
+            _ => Err(Error::Unsupported("not a sealed secret".into())),
+        }
+    }
+
+    /// Flip the bits of `xor` in byte `at` of a sealed secret's ciphertext
+    /// and tag (test hook).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn tamper_sealed(&self, at: usize, xor: u8) -> Result<()> {
+        match &self.0 {
+            Kind::Sealed(s) => {
+                s.tamper(at, xor);
+                Ok(())
+            }
+            _ => Err(Error::Unsupported("not a sealed secret".into())),
         }
     }
 

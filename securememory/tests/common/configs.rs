@@ -136,6 +136,23 @@ pub fn all() -> Vec<Config> {
         .collect()
 }
 
+/// The sealed layout (`Layout::Sealed`: memfd backend, copy path).
+pub fn sealed() -> Config {
+    Config {
+        name: "memfd-sealed-copy",
+        opts: Options::default().layout(Layout::Sealed),
+    }
+}
+
+/// [`all`] and the sealed layout: for the table-driven tests whose checks
+/// hold for it as they are (the model, panic injection); the others
+/// check pages and windows, which a sealed secret does not have.
+pub fn all_with_sealed() -> Vec<Config> {
+    let mut v = all();
+    v.push(sealed());
+    v
+}
+
 /// The configurations `keep` selects.
 pub fn select(keep: impl Fn(&Config) -> bool) -> Vec<Config> {
     all().into_iter().filter(|c| keep(c)).collect()
@@ -159,7 +176,7 @@ pub fn copy_configs() -> Vec<Config> {
 
 /// The configuration named `name`.
 pub fn by_name(name: &str) -> Config {
-    all()
+    all_with_sealed()
         .into_iter()
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no configuration named {name}"))
