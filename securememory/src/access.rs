@@ -35,11 +35,11 @@ const READERS: usize = RELEASE_WAITER - 1;
 /// after, with no lock held, and is where a window reports (metrics, logs).
 pub(crate) trait Window {
     /// Make the memory readable. Called with no reader inside.
-    fn open(&self, turn: &Turn) -> Result<(), crate::Error>;
+    fn open(&self, turn: &Turn) -> Result<(), crate::error::Error>;
     /// Make the memory unreadable again. Called when the last reader left.
-    fn close(&self, turn: &Turn) -> Result<(), crate::Error>;
+    fn close(&self, turn: &Turn) -> Result<(), crate::error::Error>;
     /// Report what `open` or `close` just did. May call user code.
-    fn changed(&self, _result: &Result<(), crate::Error>) {}
+    fn changed(&self, _result: &Result<(), crate::error::Error>) {}
 }
 
 /// Proof, passed to [`Window::open`] and [`Window::close`], that the caller
@@ -115,11 +115,14 @@ impl Gate {
     /// Start an access that needs no window (the copy path): only counts it,
     /// so that `close` waits for it.
     #[inline]
-    pub(crate) fn enter<'a, W: Window>(&'a self, w: &'a W) -> Result<Entered<'a, W>, crate::Error> {
+    pub(crate) fn enter<'a, W: Window>(
+        &'a self,
+        w: &'a W,
+    ) -> Result<Entered<'a, W>, crate::error::Error> {
         let mut s = self.state.load(Relaxed);
         loop {
             if s & CLOSING != 0 {
-                return Err(crate::Error::Closed);
+                return Err(crate::error::Error::Closed);
             }
             match self.state.compare_exchange_weak(s, s + 1, Acquire, Relaxed) {
                 Ok(_) => return Ok(Entered::new(self, w, false)),
@@ -133,7 +136,7 @@ impl Gate {
     pub(crate) fn enter_window<'a, W: Window>(
         &'a self,
         w: &'a W,
-    ) -> Result<Entered<'a, W>, crate::Error> {
+    ) -> Result<Entered<'a, W>, crate::error::Error> {
         let mut s = self.state.load(Relaxed);
         // Fast path: the window is open and another access holds it open.
         while s & CLOSING == 0 && s & OPEN != 0 && s & READERS != 0 {
@@ -149,11 +152,11 @@ impl Gate {
     fn enter_window_slow<'a, W: Window>(
         &'a self,
         w: &'a W,
-    ) -> Result<Entered<'a, W>, crate::Error> {
+    ) -> Result<Entered<'a, W>, crate::error::Error> {
         let t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.state.load(Acquire);
         if s & CLOSING != 0 {
-            return Err(crate::Error::Closed);
+            return Err(crate::error::Error::Closed);
         }
         if s & OPEN != 0 {
             self.state.fetch_add(1, AcqRel);
@@ -183,7 +186,7 @@ impl Gate {
     /// means the memory could not be hidden again; the gate is then closed
     /// for good.
     #[inline]
-    pub(crate) fn leave(&self, w: &impl Window) -> Result<(), crate::Error> {
+    pub(crate) fn leave(&self, w: &impl Window) -> Result<(), crate::error::Error> {
         let prev = self.state.fetch_sub(1, Release);
         if prev & READERS == 1 && prev & (OPEN | CLOSING) != 0 {
             return self.leave_window_slow(w);
@@ -192,7 +195,7 @@ impl Gate {
     }
 
     #[cold]
-    fn leave_window_slow(&self, w: &impl Window) -> Result<(), crate::Error> {
+    fn leave_window_slow(&self, w: &impl Window) -> Result<(), crate::error::Error> {
         let t = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = self.state.load(Acquire);
         let mut result = None;
@@ -313,7 +316,7 @@ impl<'a, W: Window> Entered<'a, W> {
     }
 
     /// End the access and report whether the window could be closed.
-    pub(crate) fn finish(mut self) -> Result<(), crate::Error> {
+    pub(crate) fn finish(mut self) -> Result<(), crate::error::Error> {
         self.done = true;
         self.gate.leave(self.w)
     }

@@ -1,5 +1,5 @@
-//! The memory that backs secrets: the probe for `memfd_secret` (the
-//! [`Backend`](crate::Backend) enum itself lives in `options.rs`).
+//! The public status of `memfd_secret` (the [`Backend`](crate::Backend)
+//! enum itself lives in `options.rs`, the probe in `mem::probe`).
 //!
 //! Only "this kernel lacks it" is remembered for the life of the process
 //! (`ENOSYS`, `EINVAL`, or `EPERM`/`EACCES` from a seccomp filter or a
@@ -8,12 +8,8 @@
 //! A refusal for lack of a resource (descriptors, mappings, address space,
 //! the memlock limit) is reported as itself and the next call probes again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use crate::mem::once::ForkSafeOnce;
-
 use crate::error::Error;
-use crate::mem::sys;
+use crate::mem::probe::memfd_secret_check;
 
 /// Whether `memfd_secret` works in this process: `Ok`, or why not. A
 /// refusal by the kernel or its filter is remembered; success is asked
@@ -24,85 +20,4 @@ pub fn memfd_secret_status() -> Result<(), String> {
         Error::Unsupported(why) => why,
         e => e.to_string(),
     })
-}
-
-/// [`memfd_secret_status`] as a typed error: [`Error::Unsupported`] when the
-/// kernel lacks it (remembered), else the resource error (not remembered).
-pub(crate) fn memfd_secret_check() -> Result<(), Error> {
-    static FINAL: ForkSafeOnce<Result<(), String>> = ForkSafeOnce::new();
-    if let Some(status) = FINAL.get() {
-        return status.clone().map_err(Error::Unsupported);
-    }
-    // Success is not final: a seccomp filter installed later (a sandbox
-    // entered after start-up) refuses the call from then on. After one full
-    // probe worked, the call alone is asked again (no page is mapped).
-    // Fenced like a secret's creation: no fork copies the probe's
-    // descriptor or mapping.
-    crate::fork::install();
-    let asked = {
-        let _fence = crate::fork::fence();
-        if WORKED.load(Ordering::Acquire) {
-            sys::memfd_secret().map(drop).map_err(|e| ("create", e))
-        } else {
-            sys::try_memfd_secret_page()
-        }
-    };
-    // Classified outside the fence (a refusal's error calls the metrics
-    // recorder, user code).
-    let probe = match asked {
-        Ok(()) => Probe::Final(Ok(())),
-        Err((stage, e)) => classify(stage, e),
-    };
-    match probe {
-        Probe::Final(Ok(())) => {
-            WORKED.store(true, Ordering::Release);
-            Ok(())
-        }
-        Probe::Final(status) => FINAL
-            .get_or_init(|| status)
-            .clone()
-            .map_err(Error::Unsupported),
-        Probe::Transient(e) => Err(e),
-    }
-}
-
-/// Set once a full probe worked.
-static WORKED: AtomicBool = AtomicBool::new(false);
-
-enum Probe {
-    /// Works, or the kernel lacks it: the same for the life of the process.
-    Final(Result<(), String>),
-    /// Failed for lack of a resource: try again next time.
-    Transient(Error),
-}
-
-/// What a refusal at `stage` of the probe means.
-fn classify(stage: &'static str, e: std::io::Error) -> Probe {
-    let page = sys::page_size();
-    let lacks = |why: String| Probe::Final(Err(why));
-    match (stage, e.raw_os_error()) {
-        ("create", Some(libc::ENOSYS)) => lacks(format!(
-            "the kernel has no memfd_secret system call, or it is disabled (needs Linux 5.14+ \
-             built with CONFIG_SECRETMEM, and on some kernels secretmem.enable=1): {e}"
-        )),
-        ("create", Some(libc::EINVAL)) => {
-            lacks(format!("this kernel's memfd_secret refuses its flags: {e}"))
-        }
-        ("create", Some(libc::EPERM | libc::EACCES)) => lacks(format!(
-            "memfd_secret is refused here (a seccomp filter or a security module): {e}"
-        )),
-        // Descriptors, mappings, address space, memlock: as themselves.
-        ("map", Some(libc::EAGAIN)) => Probe::Transient(crate::budget::lock_error(page as u64, e)),
-        (_, _) => match crate::limits::explain(page, &e) {
-            Some(limit) => Probe::Transient(Error::LimitReached {
-                bytes: page,
-                limit,
-                source: e,
-            }),
-            None => Probe::Transient(Error::MapFailed {
-                bytes: page,
-                source: e,
-            }),
-        },
-    }
 }

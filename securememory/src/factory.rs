@@ -11,7 +11,8 @@ use crate::mem::pkey::Pkey;
 use crate::mem::region::MAX_SECRET_LEN;
 use crate::mem::sys;
 use crate::metrics;
-use crate::options::{CoreDumps, Options, Resolved};
+use crate::options::{CoreDumps, Options};
+use crate::resolve::Resolved;
 use crate::secret::Secret;
 use crate::source::Source;
 use crate::storage::Storage;
@@ -83,7 +84,7 @@ pub struct ProtectedFactory {
 impl Default for ProtectedFactory {
     fn default() -> Self {
         // The process-wide fork machinery exists before the first secret.
-        crate::fork::install();
+        crate::mem::fork::install();
         // The default options (memfd backend, no protection key) probe
         // nothing the kernel may lack, so resolving them cannot fail.
         let Resolved { opts, key } = Options::default()
@@ -105,10 +106,10 @@ impl ProtectedFactory {
     /// `MemfdSecret` or `Auto`, a probe refused for lack of a resource is
     /// that error ([`Error::LimitReached`], say); it is not remembered.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
-        crate::fork::install();
+        crate::mem::fork::install();
         let Resolved { opts, key } = opts.resolve()?;
         if opts.core_dumps == CoreDumps::DisableForProcess {
-            crate::disable_core_dumps()?;
+            disable_core_dumps()?;
         }
         Ok(ProtectedFactory { opts, key })
     }
@@ -175,4 +176,16 @@ impl SecretFactory for ProtectedFactory {
     fn from_fd(&self, fd: BorrowedFd<'_>, len: usize) -> Result<Secret> {
         self.create(len, Source::Fd(fd))
     }
+}
+
+/// Set this process's `RLIMIT_CORE` to zero (soft and hard): no core file is
+/// written at all. Process-wide and cannot be undone by an unprivileged
+/// process; Asherah Go does this on start. Secrets are already left out of
+/// core dumps by `MADV_DONTDUMP` without it.
+///
+/// # Errors
+/// [`Error::Unsupported`] if `setrlimit` refuses.
+pub fn disable_core_dumps() -> Result<()> {
+    sys::disable_core_dumps()
+        .map_err(|e| Error::Unsupported(format!("setrlimit(RLIMIT_CORE, 0): {e}")))
 }

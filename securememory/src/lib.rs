@@ -37,22 +37,19 @@ mod access;
 #[cfg(all(test, loom))]
 mod access_loom;
 mod backend;
-mod budget;
 mod error;
 mod factory;
-mod fork;
-mod limits;
 #[allow(unsafe_code)]
 mod mem;
-mod memfile;
 mod metrics;
 mod options;
 mod pool;
 mod pool_protection;
-mod reader;
+mod resolve;
 mod secret;
 mod shield;
 mod source;
+mod stats;
 mod storage;
 mod sync;
 pub mod system;
@@ -61,31 +58,13 @@ pub mod test_hooks;
 
 pub use backend::memfd_secret_status;
 pub use error::{Error, MemlockReport, ProcessLimit, Result};
-pub use factory::{ProtectedFactory, SecretFactory};
-pub use metrics::{stats, Stats};
+pub use factory::{disable_core_dumps, ProtectedFactory, SecretFactory};
+pub use metrics::Stats;
 pub use options::{AccessPath, Backend, CoreDumps, Layout, LockPolicy, Options, PoolProtection};
 pub use pool::MAX_SLOT as POOL_MAX_SLOT;
 pub use pool_protection::{keys_resist_speculation, protection_keys_status};
-pub use reader::SecretReader;
-pub use secret::Secret;
-
-/// Set this process's `RLIMIT_CORE` to zero (soft and hard): no core file is
-/// written at all. Process-wide and cannot be undone by an unprivileged
-/// process; Asherah Go does this on start. Secrets are already left out of
-/// core dumps by `MADV_DONTDUMP` without it.
-///
-/// # Errors
-/// [`Error::Unsupported`] if `setrlimit` refuses.
-pub fn disable_core_dumps() -> Result<()> {
-    mem::sys::disable_core_dumps()
-        .map_err(|e| Error::Unsupported(format!("setrlimit(RLIMIT_CORE, 0): {e}")))
-}
-
-/// The number of bytes of each thread's scratch buffer (the largest secret
-/// the copy path reads without falling back to the window).
-pub fn scratch_capacity() -> usize {
-    mem::scratch::capacity()
-}
+pub use secret::{scratch_capacity, Secret, SecretReader};
+pub use stats::stats;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,4 +1,4 @@
-//! Counters kept by the library, readable with [`stats`] and published
+//! Counters kept by the library, readable with [`stats`](crate::stats) and published
 //! through the `metrics` facade so that a recorder installed by the program
 //! picks them up. Names follow Asherah Go's (`secret.allocated`,
 //! `secret.inuse`) where it has one.
@@ -48,12 +48,13 @@ pub struct Stats {
     pub pool_slots_total: u64,
 }
 
-/// The library's counters now.
-pub fn stats() -> Stats {
+/// The counters kept here now; `bytes_locked` is left at zero: the budget
+/// (in `mem`, below) keeps that one, and [`stats`](crate::stats) fills it in.
+pub(crate) fn counters() -> Stats {
     Stats {
         allocated: ALLOCATED.load(Ordering::Relaxed),
         in_use: IN_USE.load(Ordering::Relaxed),
-        bytes_locked: crate::budget::locked_bytes(),
+        bytes_locked: 0,
         protection_changes: PROTECTION_CHANGES.load(Ordering::Relaxed),
         lock_refusals: REFUSALS.load(Ordering::Relaxed),
         unlocked_allocations: UNLOCKED.load(Ordering::Relaxed),

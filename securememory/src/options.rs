@@ -1,10 +1,6 @@
-//! Every option of a factory, and their resolution: what `Auto` stands for
-//! on this machine and which combinations the platform and kernel allow.
-//! The probes themselves (`memfd_secret`, protection keys) stay with what
-//! they probe; this file only asks them.
-
-use crate::error::{Error, Result};
-use crate::mem::pkey::{self, Pkey};
+//! Every option of a factory, as plain data. What `Auto` stands for on this
+//! machine and which combinations are allowed is decided in `resolve.rs`
+//! (above the probes it asks).
 
 /// The memory that backs secrets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -29,32 +25,8 @@ pub enum Backend {
     /// `MemfdSecret` where this kernel allows it, else `Memfd` (always
     /// `Memfd` with `Layout::Pooled`). Whether the
     /// kernel allows it is probed until the answer is final (see
-    /// [`memfd_secret_status`](crate::memfd_secret_status)); ask [`Backend::resolve`] which one you get.
+    /// [`memfd_secret_status`](crate::memfd_secret_status)); ask [`Backend::resolve`](Backend::resolve) which one you get.
     Auto,
-}
-
-impl Backend {
-    /// The backend this one stands for on this machine (`Auto` resolved).
-    /// While a probe fails for lack of a resource (descriptors exhausted,
-    /// say) `Auto` resolves to `Memfd` for that call only;
-    /// [`ProtectedFactory::new`](crate::ProtectedFactory::new) returns that
-    /// error instead.
-    pub fn resolve(self) -> Backend {
-        self.try_resolve().unwrap_or(Backend::Memfd)
-    }
-
-    /// As [`resolve`](Self::resolve), but a probe that failed for lack of a
-    /// resource is that error.
-    pub(crate) fn try_resolve(self) -> Result<Backend, Error> {
-        match self {
-            Backend::Auto => match crate::backend::memfd_secret_check() {
-                Ok(()) => Ok(Backend::MemfdSecret),
-                Err(Error::Unsupported(_)) => Ok(Backend::Memfd),
-                Err(e) => Err(e),
-            },
-            b => Ok(b),
-        }
-    }
 }
 
 /// How secrets are laid out in memory.
@@ -108,7 +80,7 @@ pub enum AccessPath {
 /// What to do when memory cannot be locked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LockPolicy {
-    /// Refuse with [`Error::LockFailed`] (the default).
+    /// Refuse with [`Error::LockFailed`](crate::Error::LockFailed) (the default).
     #[default]
     Require,
     /// Keep going with unlocked (swappable) memory, with a `tracing` warning
@@ -244,106 +216,5 @@ impl Options {
     pub fn pool_protection(mut self, pool_protection: PoolProtection) -> Self {
         self.pool_protection = pool_protection;
         self
-    }
-}
-
-/// Options with every `Auto` resolved and every combination checked, and
-/// the pool's protection key if the pool uses one.
-pub(crate) struct Resolved {
-    pub(crate) opts: Options,
-    pub(crate) key: Option<Pkey>,
-}
-
-impl Options {
-    /// Resolve `Auto` choices (probing `memfd_secret` and protection keys
-    /// until the answer is final) and refuse combinations that cannot work
-    /// with [`Error::Unsupported`]: the copy path or the pooled layout
-    /// without the memfd backend, an explicit backend this kernel lacks,
-    /// `PoolProtection::ProtectionKey` without the pooled layout or on a
-    /// machine without protection keys. A probe refused for lack of a
-    /// resource is that error; it is not remembered. No side effect on the
-    /// process (the core-dump policy is applied by the factory).
-    pub(crate) fn resolve(self) -> Result<Resolved> {
-        let mut opts = self;
-        opts.backend = match (opts.backend, opts.layout) {
-            // The pool reads by kernel copy only: memfd.
-            (Backend::Auto, Layout::Pooled) => Backend::Memfd,
-            (b, _) => b.try_resolve()?,
-        };
-        if opts.backend == Backend::MemfdSecret {
-            crate::backend::memfd_secret_check()?;
-        }
-        if opts.layout == Layout::Pooled && opts.backend != Backend::Memfd {
-            return Err(Error::Unsupported(format!(
-                "the pooled layout needs Backend::Memfd, not {:?}",
-                opts.backend
-            )));
-        }
-        opts.access = match (opts.access, opts.backend) {
-            (AccessPath::Auto, Backend::Memfd) => AccessPath::Copy,
-            (AccessPath::Auto, _) => AccessPath::Window,
-            (AccessPath::Copy, Backend::Memfd) => AccessPath::Copy,
-            (AccessPath::Copy, b) => {
-                return Err(Error::Unsupported(format!(
-                    "the copy access path needs Backend::Memfd, not {b:?}"
-                )))
-            }
-            (AccessPath::Window, _) if opts.layout == Layout::Pooled => {
-                return Err(Error::Unsupported(
-                    "pooled secrets are read by the copy path only".into(),
-                ))
-            }
-            (p, _) => p,
-        };
-        let key = resolve_pool_protection(&mut opts)?;
-        Ok(Resolved { opts, key })
-    }
-}
-
-/// Resolve `opts.pool_protection` (`Auto`, and to `ProtNone` for layouts
-/// other than pooled) and return the pool's key if it uses one.
-fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
-    let pooled = opts.layout == Layout::Pooled;
-    match (opts.pool_protection, pooled) {
-        (PoolProtection::ProtectionKey, false) => Err(Error::Unsupported(
-            "PoolProtection::ProtectionKey applies to Layout::Pooled only".into(),
-        )),
-        (PoolProtection::ProtectionKey, true) => pkey::pool_key()
-            .map(Some)
-            .map_err(|why| Error::Unsupported(format!("PoolProtection::ProtectionKey: {why}"))),
-        (PoolProtection::Auto, true) => {
-            let key = pkey::pool_key()
-                .ok()
-                .filter(|_| crate::pool_protection::keys_resist_speculation());
-            opts.pool_protection = match key {
-                Some(_) => PoolProtection::ProtectionKey,
-                None => PoolProtection::ProtNone,
-            };
-            Ok(key)
-        }
-        (_, _) => {
-            opts.pool_protection = PoolProtection::ProtNone;
-            Ok(None)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `ProtectedFactory::default` relies on this: the default options
-    /// resolve with no probe that could fail, to what `default` always gave
-    /// (memfd, copy path, no protection key).
-    #[test]
-    fn default_options_resolve_to_memfd_copy_without_a_key() {
-        let Resolved { opts, key } = Options::default().resolve().unwrap();
-        assert_eq!(opts.backend, Backend::Memfd);
-        assert_eq!(opts.access, AccessPath::Copy);
-        assert_eq!(opts.layout, Layout::Page);
-        assert_eq!(opts.pool_protection, PoolProtection::ProtNone);
-        assert_eq!(opts.lock, LockPolicy::Require);
-        assert_eq!(opts.core_dumps, CoreDumps::ExcludeSecrets);
-        assert!(key.is_none());
     }
 }

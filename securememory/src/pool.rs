@@ -22,15 +22,15 @@
 //! slot. Creating, reading and closing a secret in a free slot then makes no
 //! system call at all.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::access::Drained;
 use crate::error::{Error, Result};
+use crate::mem::memfile::GENERATIONS;
 use crate::mem::pkey::Pkey;
-use crate::mem::region::{BackingKind, Region, RegionSpec};
+use crate::mem::region::{Backing, Region, RegionSpec};
+use crate::mem::release_once::ReleaseOnce;
 use crate::mem::{scratch, sys};
-use crate::memfile::GENERATIONS;
 use crate::metrics;
 use crate::options::LockPolicy;
 use crate::source::Source;
@@ -86,7 +86,7 @@ static CLASSES_STATE: [[Classes; 2]; GENERATIONS] = [const {
 
 /// The class table of this fork generation for chunks with key `key` (or none).
 fn classes(key: Option<Pkey>) -> Result<&'static Classes> {
-    let generation = crate::fork::generation() as usize;
+    let generation = crate::mem::fork::generation() as usize;
     let tables = CLASSES_STATE.get(generation).ok_or_else(|| {
         Error::Unsupported(format!(
             "pooled layout: fork chain deeper than {GENERATIONS} processes"
@@ -113,7 +113,7 @@ pub(crate) struct Slot {
     class: usize,
     id: usize,
     index: u32,
-    released: AtomicBool,
+    released: ReleaseOnce,
 }
 
 impl Drop for Slot {
@@ -149,10 +149,12 @@ impl Slot {
     }
 
     fn release_with(&self, drained: Option<&Drained>) -> Result<()> {
-        if self.released.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        if crate::fork::generation() != self.chunk_fork_gen() {
+        self.released.run(|| self.release_now(drained))
+    }
+
+    /// The release itself (`ReleaseOnce` makes it run once).
+    fn release_now(&self, drained: Option<&Drained>) -> Result<()> {
+        if crate::mem::fork::generation() != self.chunk_fork_gen() {
             // A fork child: the chunk is not mapped here and the class lock
             // may have been held by a parent thread at the fork. Touch nothing.
             return Ok(());
@@ -205,7 +207,7 @@ pub(crate) fn create(
     // this thread goes on here in the child too, where the chunk is not
     // mapped: never write into it there.
     let mine = || {
-        if crate::fork::generation() == slot.chunk_fork_gen() {
+        if crate::mem::fork::generation() == slot.chunk_fork_gen() {
             Ok(())
         } else {
             Err(Error::Forked)
@@ -291,7 +293,7 @@ fn wrap(chunk: Arc<Chunk>, class: usize, id: usize, index: u32) -> Slot {
         class,
         id,
         index,
-        released: AtomicBool::new(false),
+        released: ReleaseOnce::new(),
     };
     metrics::pool_changed(0, 1, 0);
     slot
@@ -327,23 +329,21 @@ fn new_chunk(class: usize, lock: LockPolicy, key: Option<Pkey>) -> Result<Entry>
     let page = sys::page_size();
     // A full chunk when it fits the locked-memory budget, else a small one
     // (asking first, so that a fallback is not counted as a refusal).
-    let pages =
-        if lock == LockPolicy::AllowUnlocked || crate::budget::fits((CHUNK_PAGES * page) as u64) {
-            CHUNK_PAGES
-        } else {
-            SMALL_CHUNK_PAGES
-        };
+    let pages = if lock == LockPolicy::AllowUnlocked
+        || crate::mem::budget::fits((CHUNK_PAGES * page) as u64)
+    {
+        CHUNK_PAGES
+    } else {
+        SMALL_CHUNK_PAGES
+    };
     let spec = RegionSpec {
         len: pages * page,
         guard: true,
-        backing: BackingKind::Memfd,
+        backing: Backing::MemoryFile { key },
         lock,
     };
-    let mut region = Region::create(spec, |_| Ok(()))?;
-    if let Some(key) = key {
-        // On failure the region is dropped: wiped, unlocked and unmapped.
-        region.tag_with_key(key)?;
-    }
+    // Tagged with `key`, if any, as it is made.
+    let region = Region::create(spec, |_| Ok(()))?;
     let slot_size = MIN_SLOT << class;
     let slots = (region.data_len() / slot_size) as u32;
     Ok(Entry {

@@ -52,7 +52,7 @@ impl SystemReport {
         }
         self.memlock_soft.map(|soft| {
             soft.saturating_sub(self.locked_by_library)
-                .saturating_sub(crate::scratch_capacity() as u64)
+                .saturating_sub(crate::mem::scratch::capacity() as u64)
         })
     }
 
@@ -108,8 +108,8 @@ pub fn report() -> SystemReport {
         memlock_soft: memlock.soft,
         memlock_hard: memlock.hard,
         memlock_unknown,
-        cap_ipc_lock: crate::budget::has_ipc_lock(),
-        locked_by_library: crate::budget::locked_bytes(),
+        cap_ipc_lock: crate::mem::budget::has_ipc_lock(),
+        locked_by_library: crate::mem::budget::locked_bytes(),
         memfd_secret: memfd_secret_status(),
         core_soft: core.soft,
         core_hard: core.hard,

@@ -28,7 +28,7 @@ pub fn data_pages(s: &Secret) -> (usize, usize) {
 }
 
 /// Flip one byte of a guarded secret's canary.
-pub fn corrupt_canary(s: &Secret) -> crate::Result<()> {
+pub fn corrupt_canary(s: &Secret) -> crate::error::Result<()> {
     s.storage().corrupt_canary()
 }
 
@@ -47,7 +47,7 @@ pub fn observe_wipes(on: bool) {
 
 /// The raw descriptor of the process-wide memory file, if open.
 pub fn store_fd() -> Option<std::os::fd::RawFd> {
-    crate::memfile::raw_fd_for_tests()
+    crate::mem::memfile::raw_fd_for_tests()
 }
 
 /// Run `f` right after every copy of secret bytes the library makes in user

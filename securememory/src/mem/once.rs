@@ -10,8 +10,6 @@ use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::sys;
-
 const EMPTY: u64 = 0;
 const READY: u64 = u64::MAX;
 
@@ -64,7 +62,10 @@ impl<T> ForkSafeOnce<T> {
 
     #[cold]
     fn init_slow(&self, init: impl FnOnce() -> T) {
-        let me = sys::getpid();
+        // The pid from std (getpid(2), not cached by glibc since 2.25), not
+        // from `sys`: `sys` keeps its own once-computed values here, so
+        // this file imports nothing of `mem` and stays a leaf.
+        let me = u64::from(std::process::id());
         loop {
             let seen = self.state.load(Ordering::Acquire);
             if seen == READY {
@@ -72,7 +73,7 @@ impl<T> ForkSafeOnce<T> {
             }
             if seen == me {
                 // Another thread of this process is computing it.
-                sys::yield_now();
+                std::thread::yield_now();
                 continue;
             }
             // Empty, or copied mid-computation from a fork parent.

@@ -31,10 +31,10 @@ use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
-use super::region::{BackingKind, Region, RegionSpec};
+use super::fork;
+use super::region::{Backing, Region, RegionSpec};
 use super::sys::{self, Prot};
 use crate::error::{Error, Result};
-use crate::fork;
 use crate::options::LockPolicy;
 
 /// Data pages per region. Secrets larger than this take the window path.
@@ -221,7 +221,7 @@ fn new_region(lock: LockPolicy) -> Result<Region> {
     let spec = RegionSpec {
         len: capacity(),
         guard: true,
-        backing: BackingKind::Anonymous,
+        backing: Backing::Anonymous,
         lock,
     };
     let mut region = Region::create(spec, |_| Ok(()))?;

@@ -9,9 +9,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::budget;
+use super::memfile::{MemoryFile, GENERATIONS};
 use super::sys;
-use crate::budget;
-use crate::memfile::{MemoryFile, GENERATIONS};
 
 /// One mapping the kernel would not unmap.
 pub(crate) struct Stranded {
@@ -36,7 +36,7 @@ static STRANDED: [Mutex<Vec<Stranded>>; GENERATIONS] =
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 fn list() -> Option<&'static Mutex<Vec<Stranded>>> {
-    STRANDED.get(crate::fork::generation() as usize)
+    STRANDED.get(super::fork::generation() as usize)
 }
 
 /// Keep `s` until a later [`retry`] unmaps it. Past the last generation

@@ -4,7 +4,7 @@
 
 use crate::access::Drained;
 use crate::error::{Error, Result};
-use crate::mem::region::{BackingKind, Region, RegionSpec};
+use crate::mem::region::{Backing, Region, RegionSpec};
 use crate::mem::sys;
 use crate::options::LockPolicy;
 use crate::source::Source;
@@ -25,7 +25,7 @@ impl Guarded {
     pub(super) fn create(
         len: usize,
         src: &mut Source<'_>,
-        backing: BackingKind,
+        backing: Backing,
         lock: LockPolicy,
     ) -> Result<Guarded> {
         let spec = RegionSpec {

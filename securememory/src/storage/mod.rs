@@ -8,7 +8,7 @@ mod guarded;
 use crate::access::{Drained, Entered, Turn, Window};
 use crate::error::{Error, Result};
 use crate::mem::pkey::Pkey;
-use crate::mem::region::{BackingKind, Region, RegionSpec, RegionWindow};
+use crate::mem::region::{Backing, Region, RegionSpec, RegionWindow};
 use crate::mem::scratch::Placement;
 use crate::options::{Backend, Layout, Options};
 use crate::pool::{self, Slot};
@@ -51,9 +51,9 @@ impl Storage {
             return Ok(Storage(Kind::Slot(pool::create(len, src, opts.lock, key)?)));
         }
         let backing = match opts.backend {
-            Backend::Anonymous => BackingKind::Anonymous,
-            Backend::MemfdSecret => BackingKind::MemfdSecret,
-            _ => BackingKind::Memfd,
+            Backend::Anonymous => Backing::Anonymous,
+            Backend::MemfdSecret => Backing::SecretFile,
+            _ => Backing::MemoryFile { key: None },
         };
         if opts.layout == Layout::Guarded {
             return Ok(Storage(Kind::Guarded(Guarded::create(

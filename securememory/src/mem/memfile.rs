@@ -27,9 +27,10 @@ use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use super::fork;
+use super::once::ForkSafeOnce;
+use super::sys;
 use crate::error::Error;
-use crate::fork;
-use crate::mem::sys;
 
 /// Grow the file by at least this much at a time (sparse: costs no memory).
 const GROW_BY: u64 = 16 << 20;
@@ -83,6 +84,8 @@ fn open() -> Result<MemoryFile, (&'static str, std::io::Error)> {
 /// use (for a request of `bytes` bytes, which a refusal names).
 pub(crate) fn current(bytes: usize) -> Result<&'static MemoryFile, Error> {
     fork::install();
+    // Before any file exists: every fork child from then on closes it.
+    HOOKED.get_or_init(|| fork::on_child(close_in_fork_child));
     let generation = fork::generation() as usize;
     let slot = FILES.get(generation).ok_or_else(|| {
         Error::Unsupported(format!(
@@ -98,7 +101,7 @@ pub(crate) fn current(bytes: usize) -> Result<&'static MemoryFile, Error> {
     // must not copy a descriptor that the child handler cannot find yet.
     let fence = fork::fence();
     // A limit (descriptors, memory) is that limit, not "unsupported".
-    let store = open().map_err(|(call, e)| match crate::limits::explain(bytes, &e) {
+    let store = open().map_err(|(call, e)| match super::limits::explain(bytes, &e) {
         Some(limit) => Error::LimitReached {
             bytes,
             limit,
@@ -175,13 +178,15 @@ impl MemoryFile {
     }
 }
 
-/// Called once in a fork child (at-fork handler or first library call):
-/// close the descriptors of the memory files of earlier generations so the
-/// child cannot read the parent's secrets through them. Only atomic loads,
-/// swaps and `close`: async-signal-safe, which is why `fork` calls this
-/// directly while this file asks `fork` for the generation (the one
-/// justified import loop; see ARCHITECTURE.md).
-pub(crate) fn close_in_fork_child(new_generation: u64) {
+/// Set once [`close_in_fork_child`] is registered with `fork`.
+static HOOKED: ForkSafeOnce<()> = ForkSafeOnce::new();
+
+/// A fork child hook (see [`fork::on_child`]), run once in a fork child (by
+/// the at-fork handler or the first library call): close the descriptors
+/// of the memory files of earlier generations so the child cannot read the
+/// parent's secrets through them. Only atomic loads, swaps and `close`:
+/// async-signal-safe, as the at-fork child handler requires.
+fn close_in_fork_child(new_generation: u64) {
     for slot in FILES.iter().take(new_generation as usize) {
         if let Some(store) = slot.get() {
             let fd = store.fd.swap(-1, Ordering::AcqRel);

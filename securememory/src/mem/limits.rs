@@ -10,8 +10,8 @@
 
 use std::io::{self, Read};
 
+use super::sys;
 use crate::error::{Error, ProcessLimit};
-use crate::mem::sys;
 
 /// Mappings a request may add: a fixed mapping in the middle of a guarded
 /// reservation splits it in three (two more).

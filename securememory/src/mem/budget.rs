@@ -6,8 +6,9 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::once::ForkSafeOnce;
+use super::{fork, sys};
 use crate::error::{Error, MemlockReport};
-use crate::mem::sys;
 use crate::metrics;
 
 static LOCKED: AtomicU64 = AtomicU64::new(0);
@@ -18,7 +19,7 @@ const CAP_IPC_LOCK: u32 = 14;
 /// Bytes the library holds locked right now (in this process: a fork
 /// child starts at zero).
 pub(crate) fn locked_bytes() -> u64 {
-    let _ = crate::fork::generation();
+    let _ = fork::generation();
     LOCKED.load(Ordering::Relaxed)
 }
 
@@ -26,9 +27,17 @@ pub(crate) fn locked_bytes() -> u64 {
 /// locked there (`mlock` is not inherited, and the parent's shared and
 /// wiped-on-fork pages are not the child's), so the count starts at zero.
 /// The parent's regions released in the child give nothing back (see
-/// `Region::release`). Async-signal-safe: one atomic store.
-pub(crate) fn reset_in_fork_child() {
+/// `Region::release`). A fork child hook (see [`fork::on_child`]):
+/// async-signal-safe, one atomic store.
+fn reset_in_fork_child(_new_generation: u64) {
     LOCKED.store(0, Ordering::Relaxed);
+}
+
+/// Register [`reset_in_fork_child`] with `fork`, once, before the first
+/// byte is counted.
+fn hook_fork_child() {
+    static HOOKED: ForkSafeOnce<()> = ForkSafeOnce::new();
+    HOOKED.get_or_init(|| fork::on_child(reset_in_fork_child));
 }
 
 /// Whether the calling thread has `CAP_IPC_LOCK` in its effective set (the
@@ -104,7 +113,7 @@ fn denied_by_filter(report: &MemlockReport, source: &io::Error) -> bool {
 /// memlock. Never the address space: the pages are mapped already, and
 /// locking them takes none.
 pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
-    let limit = crate::limits::explain(requested as usize, &source)
+    let limit = super::limits::explain(requested as usize, &source)
         .filter(|l| !matches!(l, crate::error::ProcessLimit::AddressSpace { .. }));
     if let Some(limit) = limit {
         return Error::LimitReached {
@@ -121,7 +130,8 @@ pub(crate) fn lock_error(requested: u64, source: io::Error) -> Error {
 
 /// Count `bytes` as locked, or refuse if that would pass the soft limit.
 pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
-    let _ = crate::fork::generation();
+    hook_fork_child();
+    let _ = fork::generation();
     let limit = applicable_limit();
     let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match limit {
         Applicable::Soft(soft) if now + bytes > soft => None,

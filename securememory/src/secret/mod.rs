@@ -1,4 +1,6 @@
-//! The public [`Secret`] type: access, close, drop.
+//! The public [`Secret`] type: access, close, drop; and its reader
+//! ([`SecretReader`], in `reader.rs`): a pair that names each other, so one
+//! module.
 
 use std::cell::Cell;
 use std::fmt;
@@ -6,12 +8,15 @@ use std::fmt;
 use crate::access::Gate;
 use crate::error::{Error, Result};
 use crate::mem::copy;
+use crate::mem::fork;
 use crate::mem::scratch;
+use crate::metrics;
 use crate::options::{AccessPath, LockPolicy};
-use crate::reader::SecretReader;
 use crate::shield::shield;
 use crate::storage::{Released, Storage};
-use crate::{fork, metrics};
+
+mod reader;
+pub use reader::SecretReader;
 
 /// Where a copy-path access puts the bytes (see `Secret::copies`).
 #[derive(Clone, Copy)]
@@ -87,7 +92,7 @@ pub struct Secret {
     storage: Storage,
     len: usize,
     path: AccessPath,
-    backend: crate::Backend,
+    backend: crate::options::Backend,
     /// The factory's lock policy, which the copy path's scratch follows too.
     lock: LockPolicy,
     fork_gen: u64,
@@ -98,7 +103,7 @@ impl Secret {
         storage: Storage,
         len: usize,
         path: AccessPath,
-        backend: crate::Backend,
+        backend: crate::options::Backend,
         lock: LockPolicy,
     ) -> Secret {
         Secret {
@@ -132,7 +137,7 @@ impl Secret {
     }
 
     /// The memory backing this secret (never `Auto`).
-    pub fn backend(&self) -> crate::Backend {
+    pub fn backend(&self) -> crate::options::Backend {
         self.backend
     }
 
@@ -390,4 +395,10 @@ impl fmt::Debug for Secret {
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Secret>();
+}
+
+/// The number of bytes of each thread's scratch buffer (the largest secret
+/// the copy path reads without falling back to the window).
+pub fn scratch_capacity() -> usize {
+    scratch::capacity()
 }

@@ -14,17 +14,23 @@
 //!   sentinel word in a `MADV_WIPEONFORK` page (`mem::sentinel`), zeroed by
 //!   the kernel in any child. [`generation`] reads it on every access; the
 //!   first call in a child bumps the generation (so the parent's secrets
-//!   return [`Error::Forked`](crate::Error::Forked)), closes the parent's
-//!   memory-file descriptors and empties the locked-memory budget (`mlock`
-//!   is not inherited). Where `MADV_WIPEONFORK` is missing (Linux before
-//!   4.14) it compares a cached pid with `getpid()` instead: one system
-//!   call per access.
+//!   return [`Error::Forked`](crate::Error::Forked)) and runs the child
+//!   hooks: the memory file closes the parent's descriptors, the budget
+//!   empties itself (`mlock` is not inherited). Where `MADV_WIPEONFORK` is
+//!   missing (Linux before 4.14) it compares a cached pid with `getpid()`
+//!   instead: one system call per access.
+//!
+//! The child hooks are registered by the modules above this one (`budget`,
+//! `memfile`) before they hold any state a child must drop, so this file
+//! imports neither: plain function pointers in a fixed static array of
+//! atomics, which the child handler reads and calls with no lock and no
+//! allocation.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
-use crate::mem::once::ForkSafeOnce;
-use crate::mem::{sentinel, sys};
+use super::once::ForkSafeOnce;
+use super::{sentinel, sys};
 
 /// The generation: 0 in the process that first used the library, one more
 /// per fork below it. The armed sentinel holds `generation + 1`.
@@ -167,18 +173,71 @@ fn by_pid() -> u64 {
     }
 }
 
-/// The child's work, once per fork child. Async-signal-safe (atomics and
-/// `close`): the at-fork child handler runs it too.
+/// The child's work, once per fork child. Async-signal-safe (atomics, and
+/// the child hooks, which promise the same): the at-fork child handler runs
+/// it too.
 fn enter_child() -> u64 {
     let now = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
     // Creators and forkers counted in the parent are not in this process.
     FENCE.store(0, Ordering::Release);
-    // The one import loop kept on purpose (memfile also asks fork for the
-    // generation): this handler may not lock or allocate, so it closes the
-    // memory file's descriptors itself instead of leaving it to a layer above.
-    crate::memfile::close_in_fork_child(now);
-    crate::budget::reset_in_fork_child();
+    run_child_hooks(now);
     now
+}
+
+/// Work a fork child must do once, before its own code uses the library,
+/// given the child's new generation. It must be async-signal-safe (atomics
+/// and `close` only: no lock, no allocation), since the at-fork child
+/// handler runs it, and idempotent.
+pub(crate) type ChildHook = fn(u64);
+
+/// Room for the child hooks (two are registered today: the budget's and
+/// the memory file's).
+const HOOKS: usize = 4;
+
+/// The registered child hooks (a `ChildHook` each, or null), filled from
+/// the front, never emptied.
+static CHILD_HOOKS: [AtomicPtr<()>; HOOKS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; HOOKS];
+
+/// Register `hook` to run in every fork child from now on (registering it
+/// again does nothing). Call it before holding any state the hook drops,
+/// so that no child copies the state without running the hook.
+///
+/// # Panics
+/// If more distinct hooks are registered than there is room for: a
+/// programming error (the registrants are a fixed set of this crate).
+pub(crate) fn on_child(hook: ChildHook) {
+    let wanted = hook as *mut ();
+    for slot in &CHILD_HOOKS {
+        match slot.compare_exchange(
+            std::ptr::null_mut(),
+            wanted,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return,
+            Err(seen) if seen == wanted => return,
+            Err(_) => {}
+        }
+    }
+    panic!("securememory: more fork child hooks than the {HOOKS} slots");
+}
+
+/// Run every registered child hook. Async-signal-safe: atomic loads, and
+/// calls of hooks that are.
+fn run_child_hooks(new_generation: u64) {
+    for slot in &CHILD_HOOKS {
+        let p = slot.load(Ordering::Acquire);
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: a non-null slot holds a `ChildHook` cast to a pointer by
+        // `on_child`, its only writer; on Linux a function pointer and a
+        // data pointer have the same size and representation, and the
+        // function lives as long as the program.
+        let hook = unsafe { std::mem::transmute::<*mut (), ChildHook>(p) };
+        hook(new_generation);
+    }
 }
 
 /// Held while a shared mapping of secret memory exists without

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::secret::Secret;
+use super::Secret;
 
 /// Reads a secret's bytes in order; every `read` call is one access.
 ///
