@@ -89,7 +89,7 @@ impl Default for ProtectedFactory {
         // nothing the kernel may lack, so resolving them cannot fail.
         let Resolved { opts, key } = Options::default()
             .resolve()
-            .expect("the default options resolve on every Linux");
+            .expect("the default options resolve on every supported system");
         ProtectedFactory { opts, key }
     }
 }

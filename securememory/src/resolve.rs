@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::mem::pkey::{self, Pkey};
 use crate::mem::probe;
-use crate::options::{AccessPath, Backend, Layout, Options, PoolProtection};
+use crate::options::{AccessPath, Backend, CoreDumps, Layout, Options, PoolProtection};
 use crate::pool_protection;
 
 impl Backend {
@@ -24,6 +24,7 @@ impl Backend {
     /// resource is that error.
     pub(crate) fn try_resolve(self) -> Result<Backend, Error> {
         match self {
+            Backend::Auto if !cfg!(target_os = "linux") => Ok(Backend::Anonymous),
             Backend::Auto => match probe::memfd_secret_check() {
                 Ok(()) => Ok(Backend::MemfdSecret),
                 Err(Error::Unsupported(_)) => Ok(Backend::Memfd),
@@ -51,6 +52,7 @@ impl Options {
     /// resource is that error; it is not remembered. No side effect on the
     /// process (the core-dump policy is applied by the factory).
     pub(crate) fn resolve(self) -> Result<Resolved> {
+        refuse_off_linux(&self)?;
         let mut opts = self;
         opts.backend = match (opts.backend, opts.layout) {
             // The pool reads by kernel copy only: memfd.
@@ -87,6 +89,49 @@ impl Options {
     }
 }
 
+/// Refuse, naming the platform, what only Linux has: the memory file (and
+/// with it the copy path and the pool), `memfd_secret`, protection keys;
+/// and on macOS the per-range core-dump exclusion.
+fn refuse_off_linux(opts: &Options) -> Result<()> {
+    if cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    let refuse = |what: &str, why: &str| {
+        Err(Error::Unsupported(format!(
+            "{what} is not available on {}: {why}",
+            std::env::consts::OS
+        )))
+    };
+    if opts.layout == Layout::Pooled {
+        return refuse("Layout::Pooled", "the pool lives in a Linux memory file");
+    }
+    match opts.backend {
+        Backend::Memfd => return refuse("Backend::Memfd", "it is a Linux memory file"),
+        Backend::MemfdSecret => return refuse("Backend::MemfdSecret", "memfd_secret is Linux's"),
+        Backend::Anonymous | Backend::Auto => {}
+    }
+    if opts.access == AccessPath::Copy {
+        return refuse(
+            "AccessPath::Copy",
+            "the kernel copy reads the Linux memory file",
+        );
+    }
+    if opts.pool_protection == PoolProtection::ProtectionKey {
+        return refuse(
+            "PoolProtection::ProtectionKey",
+            "protection keys are Linux's",
+        );
+    }
+    if cfg!(target_os = "macos") && opts.core_dumps == CoreDumps::ExcludeSecrets {
+        return refuse(
+            "CoreDumps::ExcludeSecrets",
+            "no call leaves a range of memory out of a core dump; CoreDumps::DisableForProcess \
+             (the default there) keeps secrets out of them",
+        );
+    }
+    Ok(())
+}
+
 /// Resolve `opts.pool_protection` (`Auto`, and to `ProtNone` for layouts
 /// other than pooled) and return the pool's key if it uses one.
 fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
@@ -118,7 +163,7 @@ fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::{CoreDumps, LockPolicy};
+    use crate::options::LockPolicy;
 
     /// `ProtectedFactory::default` relies on this: the default options
     /// resolve with no probe that could fail, to what `default` always gave

@@ -14,23 +14,40 @@
 
 use std::io;
 
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+mod bsd;
 mod file;
 mod mapping;
 mod process;
 
 pub(crate) use file::{
-    close_raw, fchmod_none, file_id, ftruncate, memfd_create, memfd_secret, pread_exact,
-    punch_hole, pwrite_all, read_exact_fd, try_memfd_secret_page,
+    close_raw, fchmod_none, file_id, ftruncate, pread_exact, pwrite_all, read_exact_fd,
+    try_memfd_secret_page,
 };
 pub(crate) use mapping::{
-    madvise, mlock, mmap_anonymous, mmap_shared, mmap_shared_locked, mprotect, munmap, page_size,
-    wipe, Advice, LockedMapError, Prot,
+    mlock, mmap_anonymous, mmap_shared, mprotect, munmap, page_size, wipe, Advice, LockedMapError,
+    Prot,
 };
 pub(crate) use process::{
-    address_space_limit, core_limit, disable_core_dumps, dumpable, fill_random, getpid,
-    memlock_limit, nofile_limit, physical_memory, register_atfork, thread_has_effective_cap,
-    yield_now, Limit,
+    address_space_limit, core_limit, disable_core_dumps, fill_random, getpid, memlock_limit,
+    nofile_limit, physical_memory, register_atfork, yield_now, Limit,
 };
+
+// The calls that differ: Linux's, or their macOS/FreeBSD counterparts.
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+pub(crate) use bsd::{
+    dumpable, madvise, memfd_create, memfd_secret, mmap_shared_locked, punch_hole,
+    thread_has_effective_cap, WIPE_ON_FORK_ZEROES,
+};
+#[cfg(target_os = "linux")]
+pub(crate) use file::{memfd_create, memfd_secret, punch_hole};
+#[cfg(target_os = "linux")]
+pub(crate) use mapping::{madvise, mmap_shared_locked};
+#[cfg(target_os = "linux")]
+pub(crate) use process::{dumpable, thread_has_effective_cap};
+/// Whether a page marked `WipeOnFork` reads as zeros in a fork child.
+#[cfg(target_os = "linux")]
+pub(crate) const WIPE_ON_FORK_ZEROES: bool = true;
 
 fn last_error() -> io::Error {
     io::Error::last_os_error()
