@@ -129,6 +129,14 @@ fn refuse_off_linux(opts: &Options) -> Result<()> {
              (the default there) keeps secrets out of them",
         );
     }
+    if cfg!(windows) && opts.core_dumps == CoreDumps::DisableForProcess {
+        return refuse(
+            "CoreDumps::DisableForProcess",
+            "there is no per-process core-dump limit (dumps are written by Windows Error \
+             Reporting or another process); CoreDumps::ExcludeSecrets registers each secret's \
+             pages with WerRegisterExcludedMemoryBlock",
+        );
+    }
     Ok(())
 }
 
