@@ -121,9 +121,25 @@ pub fn report() -> SystemReport {
     }
 }
 
+/// Whether any page of `[start, end)` is readable: `VirtualQuery`.
+#[cfg(windows)]
+pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> {
+    crate::mem::sys::range_readable(start, end)
+}
+
+/// No page-table reader on macOS and FreeBSD yet.
+#[cfg(all(unix, not(target_os = "linux")))]
+pub(crate) fn range_readable(_start: usize, _end: usize) -> std::io::Result<bool> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("no reader of the page tables on {}", std::env::consts::OS),
+    ))
+}
+
 /// Whether any mapping overlapping `[start, end)` is readable by the calling
 /// thread, per `/proc/self/smaps`: its permissions allow reading and its
 /// protection key (if any) is open in this thread's PKRU.
+#[cfg(target_os = "linux")]
 pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     // The mapping being read (readable by its permissions), until its

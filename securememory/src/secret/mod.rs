@@ -147,8 +147,11 @@ impl Secret {
     /// PKRU opens the key. At rest (no access in flight) this is `false`;
     /// the benchmark checks it after every row. For a closed secret, `false`.
     ///
+    /// On Windows the pages' protection as `VirtualQuery` reports it.
+    ///
     /// # Errors
-    /// When `/proc/self/smaps` cannot be read.
+    /// When `/proc/self/smaps` cannot be read; on macOS and FreeBSD always
+    /// (`ErrorKind::Unsupported`: no page-table reader there yet).
     pub fn is_readable_now(&self) -> std::io::Result<bool> {
         if self.is_closed() {
             return Ok(false);

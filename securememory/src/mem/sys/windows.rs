@@ -19,8 +19,9 @@ use windows_sys::Win32::System::ErrorReporting::{
     WerRegisterExcludedMemoryBlock, WerUnregisterExcludedMemoryBlock,
 };
 use windows_sys::Win32::System::Memory::{
-    VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE,
-    PAGE_NOACCESS, PAGE_PROTECTION_FLAGS, PAGE_READONLY, PAGE_READWRITE,
+    VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect, VirtualQuery, MEMORY_BASIC_INFORMATION,
+    MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_GUARD, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
+    PAGE_READONLY, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::SystemInformation::{
     GetSystemInfo, GlobalMemoryStatusEx, MEMORYSTATUSEX, SYSTEM_INFO,
@@ -233,6 +234,36 @@ pub(crate) unsafe fn mlock(addr: *mut u8, len: usize) -> io::Result<()> {
     } else {
         Err(last_error())
     }
+}
+
+/// Whether any committed page of `[start, end)` is readable now (not
+/// `PAGE_NOACCESS` or a guard page), as the system's page tables say.
+///
+/// # References
+/// - VirtualQuery
+pub(crate) fn range_readable(start: usize, end: usize) -> io::Result<bool> {
+    let mut at = start;
+    while at < end {
+        // SAFETY: MEMORY_BASIC_INFORMATION is plain old data.
+        let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<MEMORY_BASIC_INFORMATION>();
+        // SAFETY: only reads the process's page tables into `info`.
+        if unsafe { VirtualQuery(at as *const _, &mut info, size) } == 0 {
+            return Err(last_error());
+        }
+        let readable = info.State == MEM_COMMIT
+            && info.Protect & (PAGE_NOACCESS | PAGE_GUARD) == 0
+            && info.Protect != 0;
+        if readable {
+            return Ok(true);
+        }
+        let next = info.BaseAddress as usize + info.RegionSize;
+        if next <= at {
+            break;
+        }
+        at = next;
+    }
+    Ok(false)
 }
 
 /// Advice values, as on Unix.
