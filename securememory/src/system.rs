@@ -163,6 +163,7 @@ pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> 
 
 /// For a mapping's header line of smaps: whether it overlaps `[start, end)`
 /// with read permission. `None` for the other lines.
+#[cfg(target_os = "linux")]
 fn vma_header(line: &str, start: usize, end: usize) -> Option<bool> {
     let mut parts = line.split_whitespace();
     let (range, perms) = (parts.next()?, parts.next()?);

@@ -234,6 +234,7 @@ fn write_pkru(_: u32) {
 /// Whether the calling thread may read pages tagged with key `number` now.
 /// Key 0 (untagged pages) is always readable; without PKU every page is
 /// untagged.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn thread_may_read(number: u32) -> bool {
     if number == 0 || pool_key().is_err() {
         return true;
