@@ -85,5 +85,9 @@ fn examine() -> Findings {
         protection_keys: facts::protection_keys(&r),
         backends: facts::backends(&r),
         live_check,
+        platform: findings::Platform {
+            os: r.os,
+            unavailable_options: r.unavailable_options.clone(),
+        },
     }
 }

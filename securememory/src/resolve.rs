@@ -89,6 +89,28 @@ impl Options {
     }
 }
 
+/// The options [`Options::resolve`] refuses on this system whatever the
+/// machine (empty on Linux), by their Rust names.
+pub(crate) fn unavailable_here() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if !cfg!(target_os = "linux") {
+        v.extend([
+            "Backend::Memfd",
+            "Backend::MemfdSecret",
+            "Layout::Pooled",
+            "AccessPath::Copy",
+            "PoolProtection::ProtectionKey",
+        ]);
+    }
+    if cfg!(target_os = "macos") {
+        v.push("CoreDumps::ExcludeSecrets");
+    }
+    if cfg!(windows) {
+        v.push("CoreDumps::DisableForProcess");
+    }
+    v
+}
+
 /// Refuse, naming the platform, what only Linux has: the memory file (and
 /// with it the copy path and the pool), `memfd_secret`, protection keys;
 /// and on macOS the per-range core-dump exclusion.

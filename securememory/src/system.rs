@@ -39,6 +39,12 @@ pub struct SystemReport {
     pub protection_keys: bool,
     /// The backend `Backend::Auto` resolves to here.
     pub auto_backend: Backend,
+    /// The operating system (`std::env::consts::OS`).
+    pub os: &'static str,
+    /// The options this operating system cannot honour (refused with
+    /// [`Error::Unsupported`](crate::Error::Unsupported)), by their Rust
+    /// names; empty on Linux.
+    pub unavailable_options: Vec<&'static str>,
 }
 
 impl SystemReport {
@@ -118,6 +124,8 @@ pub fn report() -> SystemReport {
         max_map_count: read_trimmed("/proc/sys/vm/max_map_count").and_then(|s| s.parse().ok()),
         protection_keys: flags.iter().any(|f| f == "pku") && flags.iter().any(|f| f == "ospke"),
         auto_backend: Backend::Auto.resolve(),
+        os: std::env::consts::OS,
+        unavailable_options: crate::resolve::unavailable_here(),
     }
 }
 
