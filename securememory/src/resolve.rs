@@ -198,6 +198,7 @@ mod tests {
     /// `ProtectedFactory::default` relies on this: the default options
     /// resolve with no probe that could fail, to what `default` always gave
     /// (memfd, copy path, no protection key).
+    #[cfg(target_os = "linux")]
     #[test]
     fn default_options_resolve_to_memfd_copy_without_a_key() {
         let Resolved { opts, key } = Options::default().resolve().unwrap();
@@ -207,6 +208,26 @@ mod tests {
         assert_eq!(opts.pool_protection, PoolProtection::ProtNone);
         assert_eq!(opts.lock, LockPolicy::Require);
         assert_eq!(opts.core_dumps, CoreDumps::ExcludeSecrets);
+        assert!(key.is_none());
+    }
+
+    /// Elsewhere the defaults resolve to the anonymous backend on the
+    /// window path (and on macOS no core files for the process).
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn default_options_resolve_to_anonymous_window() {
+        let Resolved { opts, key } = Options::default().resolve().unwrap();
+        assert_eq!(opts.backend, Backend::Anonymous);
+        assert_eq!(opts.access, AccessPath::Window);
+        assert_eq!(opts.layout, Layout::Page);
+        assert_eq!(opts.pool_protection, PoolProtection::ProtNone);
+        assert_eq!(opts.lock, LockPolicy::Require);
+        let dumps = if cfg!(target_os = "macos") {
+            CoreDumps::DisableForProcess
+        } else {
+            CoreDumps::ExcludeSecrets
+        };
+        assert_eq!(opts.core_dumps, dumps);
         assert!(key.is_none());
     }
 }
