@@ -100,6 +100,12 @@ impl Default for ProtectedFactory {
         let Resolved { opts, key } = Options::default()
             .resolve()
             .expect("the default options resolve on every supported system");
+        // macOS's default policy (no per-range exclusion there). Lowering
+        // the limit is always allowed; a sandbox refusing it must not leave
+        // the policy silently unapplied.
+        if opts.core_dumps == CoreDumps::DisableForProcess {
+            disable_core_dumps().expect("setrlimit(RLIMIT_CORE, 0) for the default policy");
+        }
         ProtectedFactory { opts, key }
     }
 }
@@ -115,6 +121,8 @@ impl ProtectedFactory {
     /// the pooled layout or on a machine without protection keys. For
     /// `MemfdSecret` or `Auto`, a probe refused for lack of a resource is
     /// that error ([`Error::LimitReached`], say); it is not remembered.
+    /// Off Linux, every option the system cannot honour (see the README's
+    /// "Platform"), naming the system.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
         crate::mem::fork::install();
         let Resolved { opts, key } = opts.resolve()?;
