@@ -88,5 +88,9 @@ fn examine() -> Findings {
         backends: facts::backends(&r),
         sealed: sealed::sealed(&r),
         live_check,
+        platform: findings::Platform {
+            os: r.os,
+            unavailable_options: r.unavailable_options.clone(),
+        },
     }
 }

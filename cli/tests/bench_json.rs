@@ -3,6 +3,7 @@
 //! thread forms, each with a path and a positive, finite ns/op and ratio,
 //! plus the capacity and the pooled-vs-page figures. The quick run takes
 //! about 20 s; no timing is asserted, only shape and sanity.
+#![cfg(target_os = "linux")]
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! its JSON, checked against what this test process reads from the kernel
 //! itself; and in a child with a tiny memlock limit and no CAP_IPC_LOCK,
 //! where the report must name the limit and the fix.
+#![cfg(target_os = "linux")]
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};

@@ -32,8 +32,35 @@ fn limit(v: Option<u64>) -> String {
     }
 }
 
+/// How to raise the limit on locked memory on this system.
+const RAISE_MEMLOCK: &str = if cfg!(target_os = "macos") {
+    "`ulimit -l <KiB>` in the shell that starts the process, or for a launchd \
+     service `launchctl limit memlock <soft> <hard>` (or the `HardResourceLimits`/\
+     `SoftResourceLimits` `MemoryLock` keys of its plist)"
+} else if cfg!(target_os = "freebsd") {
+    "`ulimit -l <KiB>` in the shell that starts the process, or the `memorylocked` \
+     capability of its login class in /etc/login.conf (then `cap_mkdb /etc/login.conf`)"
+} else {
+    "`ulimit -l <KiB>` in the shell that starts the process, \
+     `docker run --ulimit memlock=<bytes>:<bytes>` for a container, \
+     `LimitMEMLOCK=<bytes>` in its systemd unit, or grant it CAP_IPC_LOCK"
+};
+
 impl fmt::Display for MemlockReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if cfg!(windows) && !self.denied {
+            // VirtualLock is bounded by the minimum working set, not a limit.
+            return write!(
+                f,
+                "could not lock {} more bytes into RAM: VirtualLock refused; it can lock \
+                 no more than the process's minimum working set (less a few pages). Raise it \
+                 with SetProcessWorkingSetSize before creating secrets (larger minimum and \
+                 maximum; needs the increase-working-set privilege for large values), or \
+                 opt in to unlocked memory with `LockPolicy::AllowUnlocked`; this library \
+                 holds {} bytes locked.",
+                self.requested, self.locked_by_library,
+            );
+        }
         if self.denied {
             return write!(
                 f,
@@ -54,11 +81,20 @@ impl fmt::Display for MemlockReport {
                 "could not lock {} more bytes into RAM: the kernel refused, and the \
                  RLIMIT_MEMLOCK limit is unknown (reading it was refused: a seccomp filter?); \
                  this library already holds {} bytes locked. If the limit is what refused, \
-                 raise it: `ulimit -l <KiB>` in the shell that starts the process, \
-                 `docker run --ulimit memlock=<bytes>:<bytes>` for a container, \
-                 `LimitMEMLOCK=<bytes>` in its systemd unit, or grant it CAP_IPC_LOCK; \
-                 and let it read its limits (allow prlimit64).",
+                 raise it: {RAISE_MEMLOCK}; and let it read its limits (allow prlimit64).",
                 self.requested, self.locked_by_library,
+            );
+        }
+        if !cfg!(target_os = "linux") {
+            return write!(
+                f,
+                "could not lock {} more bytes into RAM: RLIMIT_MEMLOCK soft limit is {}, hard \
+                 limit is {}; this library already holds {} bytes locked. Raise the limit for \
+                 the process: {RAISE_MEMLOCK}.",
+                self.requested,
+                limit(self.soft),
+                limit(self.hard),
+                self.locked_by_library,
             );
         }
         write!(

@@ -1,6 +1,7 @@
 //! Factories: resolve the options (see `options.rs`), hand out secrets.
 
 use std::io::Read;
+#[cfg(unix)]
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
@@ -49,7 +50,8 @@ pub trait SecretFactory: Send + Sync {
     /// `len` bytes is consumed. Blocks until `len` bytes have come. Fails
     /// with [`Error::ReadFailed`] if the input ends early (or the
     /// descriptor is non-blocking and empty); the bytes read by then are
-    /// wiped and gone from the input.
+    /// wiped and gone from the input. Unix only.
+    #[cfg(unix)]
     #[allow(clippy::wrong_self_convention)]
     fn from_fd(&self, fd: BorrowedFd<'_>, len: usize) -> Result<Secret>;
 
@@ -57,11 +59,19 @@ pub trait SecretFactory: Send + Sync {
     /// bypassing std's buffered [`Stdin`](std::io::Stdin): the bytes never
     /// pass through its heap buffer, and what follows them is left for the
     /// program to read. Call it before anything reads stdin through std:
-    /// bytes std has already buffered are not seen here.
+    /// bytes std has already buffered are not seen here. On Windows the
+    /// standard input handle is read with `ReadFile` in the same way.
+    #[cfg(unix)]
     #[allow(clippy::wrong_self_convention)]
     fn from_stdin(&self, len: usize) -> Result<Secret> {
         self.from_fd(std::io::stdin().as_fd(), len)
     }
+
+    /// See the Unix `from_stdin`: standard input read with `ReadFile`
+    /// straight into protected memory, bypassing std's buffer.
+    #[cfg(windows)]
+    #[allow(clippy::wrong_self_convention)]
+    fn from_stdin(&self, len: usize) -> Result<Secret>;
 }
 
 /// The factory of protected-memory secrets. `ProtectedFactory::default()` is
@@ -89,7 +99,13 @@ impl Default for ProtectedFactory {
         // nothing the kernel may lack, so resolving them cannot fail.
         let Resolved { opts, key } = Options::default()
             .resolve()
-            .expect("the default options resolve on every Linux");
+            .expect("the default options resolve on every supported system");
+        // macOS's default policy (no per-range exclusion there). Lowering
+        // the limit is always allowed; a sandbox refusing it must not leave
+        // the policy silently unapplied.
+        if opts.core_dumps == CoreDumps::DisableForProcess {
+            disable_core_dumps().expect("setrlimit(RLIMIT_CORE, 0) for the default policy");
+        }
         ProtectedFactory { opts, key }
     }
 }
@@ -105,6 +121,8 @@ impl ProtectedFactory {
     /// the pooled layout or on a machine without protection keys. For
     /// `MemfdSecret` or `Auto`, a probe refused for lack of a resource is
     /// that error ([`Error::LimitReached`], say); it is not remembered.
+    /// Off Linux, every option the system cannot honour (see the README's
+    /// "Platform"), naming the system.
     pub fn new(opts: Options) -> Result<ProtectedFactory> {
         crate::mem::fork::install();
         let Resolved { opts, key } = opts.resolve()?;
@@ -176,18 +194,27 @@ impl SecretFactory for ProtectedFactory {
         self.create(len, Source::Reader(reader))
     }
 
+    #[cfg(unix)]
     fn from_fd(&self, fd: BorrowedFd<'_>, len: usize) -> Result<Secret> {
         self.create(len, Source::Fd(fd))
+    }
+
+    #[cfg(windows)]
+    fn from_stdin(&self, len: usize) -> Result<Secret> {
+        use std::os::windows::io::AsHandle;
+        self.create(len, Source::Fd(std::io::stdin().as_handle()))
     }
 }
 
 /// Set this process's `RLIMIT_CORE` to zero (soft and hard): no core file is
 /// written at all. Process-wide and cannot be undone by an unprivileged
 /// process; Asherah Go does this on start. Secrets are already left out of
-/// core dumps by `MADV_DONTDUMP` without it.
+/// core dumps by `MADV_DONTDUMP` without it (FreeBSD: `MADV_NOCORE`; macOS
+/// has no such exclusion, so this is its default policy).
 ///
 /// # Errors
-/// [`Error::Unsupported`] if `setrlimit` refuses.
+/// [`Error::Unsupported`] if `setrlimit` refuses, and always on Windows
+/// (no such limit there).
 pub fn disable_core_dumps() -> Result<()> {
     sys::disable_core_dumps()
         .map_err(|e| Error::Unsupported(format!("setrlimit(RLIMIT_CORE, 0): {e}")))

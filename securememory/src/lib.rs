@@ -28,11 +28,6 @@
     clippy::multiple_unsafe_ops_per_block
 )]
 
-#[cfg(not(target_os = "linux"))]
-compile_error!(
-    "securememory supports Linux only: it relies on mlock, MADV_DONTDUMP, MADV_WIPEONFORK, memfd and memfd_secret"
-);
-
 mod access;
 #[cfg(all(test, loom))]
 mod access_loom;

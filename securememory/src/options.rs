@@ -2,31 +2,43 @@
 //! machine and which combinations are allowed is decided in `resolve.rs`
 //! (above the probes it asks).
 
-/// The memory that backs secrets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// The memory that backs secrets. The default is `Memfd` on Linux and
+/// `Anonymous` elsewhere (the only backend other systems have).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// A range of one process-wide memory file (`memfd_create`), mapped
     /// shared, locked, do-not-dump, do-not-fork, `PROT_NONE` at rest. Allows
     /// the copy access path (reads are a kernel copy; the mapping never
     /// becomes readable, except in a `with_bytes` of a secret larger than
-    /// the scratch buffer). The default.
-    #[default]
+    /// the scratch buffer). The default on Linux; Linux only.
     Memfd,
     /// Private anonymous memory, locked, do-not-dump, wipe-on-fork,
     /// `PROT_NONE` at rest; read through an `mprotect` window. Asherah Go's
-    /// design.
+    /// design. The one backend on macOS, FreeBSD and Windows (there:
+    /// `VirtualAlloc`, `VirtualLock`, `PAGE_NOACCESS` at rest).
     Anonymous,
     /// `memfd_secret` (Linux 5.14+): pages removed from the kernel's direct
     /// map, so not readable through `/proc/<pid>/mem`, by ptrace, or by most
     /// of the kernel. Locked by the kernel (counted against
     /// `RLIMIT_MEMLOCK`), do-not-fork, `PROT_NONE` at rest; read through an
-    /// `mprotect` window.
+    /// `mprotect` window. Linux only.
     MemfdSecret,
     /// `MemfdSecret` where this kernel allows it, else `Memfd` (always
     /// `Memfd` with `Layout::Pooled`). Whether the
     /// kernel allows it is probed until the answer is final (see
     /// [`memfd_secret_status`](crate::memfd_secret_status)); ask [`Backend::resolve`](Backend::resolve) which one you get.
+    /// `Anonymous` on systems other than Linux.
     Auto,
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            Backend::Memfd
+        } else {
+            Backend::Anonymous
+        }
+    }
 }
 
 /// How secrets are laid out in memory.
@@ -100,16 +112,30 @@ pub enum LockPolicy {
     AllowUnlocked,
 }
 
-/// Core-dump policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Core-dump policy. The default is `ExcludeSecrets`, except on macOS:
+/// there no call leaves a range of memory out of a core dump, so the only
+/// policy that keeps secrets out of one is `DisableForProcess`, and it is
+/// the default (`ExcludeSecrets` is refused with
+/// [`Error::Unsupported`](crate::Error::Unsupported)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CoreDumps {
-    /// Leave secrets out of core dumps with `MADV_DONTDUMP` on their pages;
-    /// the rest of the process still dumps (the default).
-    #[default]
+    /// Leave secrets out of core dumps with `MADV_DONTDUMP` on their pages
+    /// (FreeBSD: `MADV_NOCORE`); the rest of the process still dumps (the
+    /// default, except on macOS).
     ExcludeSecrets,
     /// Also set the process's `RLIMIT_CORE` to zero when the factory is made,
     /// as Asherah Go does: no core file at all. Process-wide and permanent.
     DisableForProcess,
+}
+
+impl Default for CoreDumps {
+    fn default() -> Self {
+        if cfg!(target_os = "macos") {
+            CoreDumps::DisableForProcess
+        } else {
+            CoreDumps::ExcludeSecrets
+        }
+    }
 }
 
 /// How pooled secrets ([`Layout::Pooled`](crate::Layout::Pooled)) are kept

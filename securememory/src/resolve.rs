@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::mem::pkey::{self, Pkey};
 use crate::mem::probe;
-use crate::options::{AccessPath, Backend, Layout, Options, PoolProtection};
+use crate::options::{AccessPath, Backend, CoreDumps, Layout, Options, PoolProtection};
 use crate::pool_protection;
 
 impl Backend {
@@ -24,6 +24,7 @@ impl Backend {
     /// resource is that error.
     pub(crate) fn try_resolve(self) -> Result<Backend, Error> {
         match self {
+            Backend::Auto if !cfg!(target_os = "linux") => Ok(Backend::Anonymous),
             Backend::Auto => match probe::memfd_secret_check() {
                 Ok(()) => Ok(Backend::MemfdSecret),
                 Err(Error::Unsupported(_)) => Ok(Backend::Memfd),
@@ -51,6 +52,7 @@ impl Options {
     /// resource is that error; it is not remembered. No side effect on the
     /// process (the core-dump policy is applied by the factory).
     pub(crate) fn resolve(self) -> Result<Resolved> {
+        refuse_off_linux(&self)?;
         let mut opts = self;
         opts.backend = match (opts.backend, opts.layout) {
             // The pool reads by kernel copy only: memfd.
@@ -90,6 +92,79 @@ impl Options {
     }
 }
 
+/// The options [`Options::resolve`] refuses on this system whatever the
+/// machine (empty on Linux), by their Rust names.
+pub(crate) fn unavailable_here() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if !cfg!(target_os = "linux") {
+        v.extend([
+            "Backend::Memfd",
+            "Backend::MemfdSecret",
+            "Layout::Pooled",
+            "AccessPath::Copy",
+            "PoolProtection::ProtectionKey",
+        ]);
+    }
+    if cfg!(target_os = "macos") {
+        v.push("CoreDumps::ExcludeSecrets");
+    }
+    if cfg!(windows) {
+        v.push("CoreDumps::DisableForProcess");
+    }
+    v
+}
+
+/// Refuse, naming the platform, what only Linux has: the memory file (and
+/// with it the copy path and the pool), `memfd_secret`, protection keys;
+/// and on macOS the per-range core-dump exclusion.
+fn refuse_off_linux(opts: &Options) -> Result<()> {
+    if cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    let refuse = |what: &str, why: &str| {
+        Err(Error::Unsupported(format!(
+            "{what} is not available on {}: {why}",
+            std::env::consts::OS
+        )))
+    };
+    if opts.layout == Layout::Pooled {
+        return refuse("Layout::Pooled", "the pool lives in a Linux memory file");
+    }
+    match opts.backend {
+        Backend::Memfd => return refuse("Backend::Memfd", "it is a Linux memory file"),
+        Backend::MemfdSecret => return refuse("Backend::MemfdSecret", "memfd_secret is Linux's"),
+        Backend::Anonymous | Backend::Auto => {}
+    }
+    if opts.access == AccessPath::Copy {
+        return refuse(
+            "AccessPath::Copy",
+            "the kernel copy reads the Linux memory file",
+        );
+    }
+    if opts.pool_protection == PoolProtection::ProtectionKey {
+        return refuse(
+            "PoolProtection::ProtectionKey",
+            "protection keys are Linux's",
+        );
+    }
+    if cfg!(target_os = "macos") && opts.core_dumps == CoreDumps::ExcludeSecrets {
+        return refuse(
+            "CoreDumps::ExcludeSecrets",
+            "no call leaves a range of memory out of a core dump; CoreDumps::DisableForProcess \
+             (the default there) keeps secrets out of them",
+        );
+    }
+    if cfg!(windows) && opts.core_dumps == CoreDumps::DisableForProcess {
+        return refuse(
+            "CoreDumps::DisableForProcess",
+            "there is no per-process core-dump limit (dumps are written by Windows Error \
+             Reporting or another process); CoreDumps::ExcludeSecrets registers each secret's \
+             pages with WerRegisterExcludedMemoryBlock",
+        );
+    }
+    Ok(())
+}
+
 /// Resolve `opts.pool_protection` (`Auto`, and to `ProtNone` for layouts
 /// other than pooled) and return the pool's key if it uses one.
 fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
@@ -123,11 +198,12 @@ fn resolve_pool_protection(opts: &mut Options) -> Result<Option<Pkey>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::{CoreDumps, LockPolicy};
+    use crate::options::LockPolicy;
 
     /// `ProtectedFactory::default` relies on this: the default options
     /// resolve with no probe that could fail, to what `default` always gave
     /// (memfd, copy path, no protection key).
+    #[cfg(target_os = "linux")]
     #[test]
     fn default_options_resolve_to_memfd_copy_without_a_key() {
         let Resolved { opts, key } = Options::default().resolve().unwrap();
@@ -137,6 +213,26 @@ mod tests {
         assert_eq!(opts.pool_protection, PoolProtection::ProtNone);
         assert_eq!(opts.lock, LockPolicy::Require);
         assert_eq!(opts.core_dumps, CoreDumps::ExcludeSecrets);
+        assert!(key.is_none());
+    }
+
+    /// Elsewhere the defaults resolve to the anonymous backend on the
+    /// window path (and on macOS no core files for the process).
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn default_options_resolve_to_anonymous_window() {
+        let Resolved { opts, key } = Options::default().resolve().unwrap();
+        assert_eq!(opts.backend, Backend::Anonymous);
+        assert_eq!(opts.access, AccessPath::Window);
+        assert_eq!(opts.layout, Layout::Page);
+        assert_eq!(opts.pool_protection, PoolProtection::ProtNone);
+        assert_eq!(opts.lock, LockPolicy::Require);
+        let dumps = if cfg!(target_os = "macos") {
+            CoreDumps::DisableForProcess
+        } else {
+            CoreDumps::ExcludeSecrets
+        };
+        assert_eq!(opts.core_dumps, dumps);
         assert!(key.is_none());
     }
 }

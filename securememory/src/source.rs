@@ -2,8 +2,8 @@
 //! protected memory. Below the factory and the pool, which both fill from it
 //! (the pool used to import it from the factory above it).
 
+use crate::mem::sys::fd::BorrowedFd;
 use std::io::Read;
-use std::os::fd::BorrowedFd;
 
 use crate::error::{Error, Result};
 use crate::mem::{copy, sys};

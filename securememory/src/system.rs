@@ -39,6 +39,12 @@ pub struct SystemReport {
     pub protection_keys: bool,
     /// The backend `Backend::Auto` resolves to here.
     pub auto_backend: Backend,
+    /// The operating system (`std::env::consts::OS`).
+    pub os: &'static str,
+    /// The options this operating system cannot honour (refused with
+    /// [`Error::Unsupported`](crate::Error::Unsupported)), by their Rust
+    /// names; empty on Linux.
+    pub unavailable_options: Vec<&'static str>,
 }
 
 impl SystemReport {
@@ -133,12 +139,30 @@ pub fn report() -> SystemReport {
         max_map_count: read_trimmed("/proc/sys/vm/max_map_count").and_then(|s| s.parse().ok()),
         protection_keys: flags.iter().any(|f| f == "pku") && flags.iter().any(|f| f == "ospke"),
         auto_backend: Backend::Auto.resolve(),
+        os: std::env::consts::OS,
+        unavailable_options: crate::resolve::unavailable_here(),
     }
+}
+
+/// Whether any page of `[start, end)` is readable: `VirtualQuery`.
+#[cfg(windows)]
+pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> {
+    crate::mem::sys::range_readable(start, end)
+}
+
+/// No page-table reader on macOS and FreeBSD yet.
+#[cfg(all(unix, not(target_os = "linux")))]
+pub(crate) fn range_readable(_start: usize, _end: usize) -> std::io::Result<bool> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("no reader of the page tables on {}", std::env::consts::OS),
+    ))
 }
 
 /// Whether any mapping overlapping `[start, end)` is readable by the calling
 /// thread, per `/proc/self/smaps`: its permissions allow reading and its
 /// protection key (if any) is open in this thread's PKRU.
+#[cfg(target_os = "linux")]
 pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     // The mapping being read (readable by its permissions), until its
@@ -162,6 +186,7 @@ pub(crate) fn range_readable(start: usize, end: usize) -> std::io::Result<bool> 
 
 /// For a mapping's header line of smaps: whether it overlaps `[start, end)`
 /// with read permission. `None` for the other lines.
+#[cfg(target_os = "linux")]
 fn vma_header(line: &str, start: usize, end: usize) -> Option<bool> {
     let mut parts = line.split_whitespace();
     let (range, perms) = (parts.next()?, parts.next()?);

@@ -47,7 +47,7 @@ pub fn observe_wipes(on: bool) {
 }
 
 /// The raw descriptor of the process-wide memory file, if open.
-pub fn store_fd() -> Option<std::os::fd::RawFd> {
+pub fn store_fd() -> Option<i32> {
     crate::mem::memfile::raw_fd_for_tests()
 }
 

@@ -6,6 +6,7 @@
 //! is the creator) and the child would keep a shared mapping of secret
 //! memory. Every child checks its own mappings and descriptors: no mapping
 //! of the memory file or of a `memfd_secret` file, no descriptor to either.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -2,6 +2,7 @@
 //! has finished". A concurrent second closer that returned must therefore
 //! see the secret counted as closed in `stats()` (`in_use`), as the first
 //! closer does.
+#![cfg(target_os = "linux")]
 
 use std::sync::{Arc, Barrier};
 use std::thread;

@@ -3,6 +3,7 @@
 //! A program that closes its pooled secrets but keeps the (closed) handles
 //! must get the second empty chunk's locked pages back at close, not only
 //! when the handles are dropped: `secret.pool.pages` says they are gone.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! successful access saw the right bytes; and afterwards nothing is
 //! readable, `stats()` and `VmLck` are back to where they started. A
 //! watchdog aborts the process on a hang.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -5,6 +5,7 @@
 //! closes secrets, nests another `from_reader`, and at the end panics) must
 //! neither hang nor corrupt anything: the secret gets the reader's bytes,
 //! nothing is readable at rest, and counters and `VmLck` come back.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

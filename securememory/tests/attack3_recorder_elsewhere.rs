@@ -6,6 +6,7 @@
 //! and a `fork()` (which waits for creators inside the fence). A lock held
 //! across the call would make that thread wait for this one: the wait is
 //! bounded, and a timeout is reported as a failure.
+#![cfg(target_os = "linux")]
 
 mod common;
 

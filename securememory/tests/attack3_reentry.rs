@@ -3,6 +3,7 @@
 //! other secrets (the deepest nesting the library allows). The README
 //! promises such a re-entrant close "returns `Ok(())` at once"; it must not
 //! wait for itself. Public API only; the child is killed after 20 s.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -4,6 +4,7 @@
 //! accesses, a read in a thread-local destructor after the scratch is gone,
 //! a fork child nested inside an access inherited from its parent, the
 //! window path one byte over the capacity).
+#![cfg(target_os = "linux")]
 
 mod common;
 mod support_child;

@@ -2,6 +2,7 @@
 //! an unlocked scratch (`LockPolicy::AllowUnlocked`, budget used up) and
 //! reads again, and nested accesses refused an extra region. Workers run
 //! without `CAP_IPC_LOCK` (root ignores the limit) under a small limit.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -1,5 +1,6 @@
 //! README claims about the public API that no other test asserted, each
 //! checked in a child process of its own (process-wide figures and limits).
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -14,6 +14,7 @@
 //!   one of the two checks;
 //! - every access that began after `close` returned fails with `Closed`;
 //! - concurrent closers all return `Ok`, and all accesses afterwards fail.
+#![cfg(target_os = "linux")]
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};

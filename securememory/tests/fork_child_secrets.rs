@@ -1,6 +1,7 @@
 //! A fork child can make and use secrets of its own in every configuration
 //! (its memory file is its own: the parent's descriptor is closed in the
 //! child), while the parent's secret stays `Error::Forked` there.
+#![cfg(target_os = "linux")]
 
 mod common;
 mod support_proc;

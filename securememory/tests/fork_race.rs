@@ -22,6 +22,7 @@
 //! A second test has two threads forking at once (200 forks each).
 //!
 //! `SECUREMEMORY_FORK_STRESS=N` runs N forks instead of the default 2000.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -5,6 +5,7 @@
 //! Tests that read the process-wide counters (`stats()`, `/proc/self/maps`)
 //! run in a re-executed child of their own (`child_test!`), where nothing
 //! else runs; the others run in parallel threads as usual.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

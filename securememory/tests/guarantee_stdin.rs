@@ -9,6 +9,7 @@
 //! `/proc/self/mem` for the secret. `from_stdin` must leave no hit; the same
 //! child using `from_reader(&mut stdin())` must leave one (std's 8 KiB
 //! buffer on the heap keeps the bytes), which shows the scan sees the heap.
+#![cfg(target_os = "linux")]
 
 mod common;
 

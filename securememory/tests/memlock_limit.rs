@@ -13,6 +13,7 @@
 //! that one thread (the harness's main thread never touches a secret), so
 //! the baseline already includes the scratch buffer and the secrets alone
 //! move the figures afterwards.
+#![cfg(target_os = "linux")]
 
 mod common;
 mod support_proc;

@@ -18,6 +18,7 @@
 //! The whole run happens in a child process of its own (process-wide
 //! counters move only by what it does). `SECUREMEMORY_MODEL_CASES=N` runs
 //! N sequences instead of the default 64.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

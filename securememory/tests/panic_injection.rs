@@ -17,6 +17,7 @@
 //!
 //! Each configuration runs in a child process of its own: the recorder and
 //! the subscriber are process-wide, and the counters are too.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

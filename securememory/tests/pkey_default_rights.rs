@@ -9,6 +9,7 @@
 //! of the library, as a program that uses keys itself might. Without the
 //! check the factory was made and the other threads of such a program
 //! could read every pooled secret.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

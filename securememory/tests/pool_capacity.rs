@@ -12,6 +12,7 @@
 //! (dropped from the bounding set before exec), which sets soft = hard =
 //! 8 MiB so the test means the same on any machine. No timing is asserted;
 //! the phases' durations are printed.
+#![cfg(target_os = "linux")]
 
 mod common;
 

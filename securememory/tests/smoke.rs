@@ -1,3 +1,6 @@
+//! The smoke test over every configuration, Linux-only ones included.
+#![cfg(target_os = "linux")]
+
 use securememory::*;
 use std::io::Read;
 

@@ -11,6 +11,7 @@
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
+#[cfg(target_os = "linux")]
 use caps::{CapSet, Capability};
 use securememory::{Layout, Options, ProtectedFactory, Secret, SecretFactory};
 use serde::{Deserialize, Serialize};
@@ -78,8 +79,10 @@ pub struct Capacity {
 /// Why the capacity child stopped short of a result.
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
+    #[cfg(target_os = "linux")]
     #[error(transparent)]
     Caps(#[from] caps::errors::CapsError),
+    #[cfg(target_os = "linux")]
     #[error("CAP_IPC_LOCK is still in the {0:?} set after dropping it")]
     CapStillSet(CapSet),
     #[error("the library still sees CAP_IPC_LOCK after the drop")]
@@ -133,6 +136,7 @@ fn content(i: u64) -> [u8; 32] {
     b
 }
 
+#[cfg(target_os = "linux")]
 fn drop_ipc_lock() -> Result<(), ChildError> {
     caps::drop(None, CapSet::Effective, Capability::CAP_IPC_LOCK)?;
     caps::drop(None, CapSet::Permitted, Capability::CAP_IPC_LOCK)?;
@@ -165,6 +169,12 @@ fn set_soft_memlock(bytes: u64) -> Result<(), ChildError> {
         },
     )
     .map_err(|e| ChildError::Limit(e.into()))
+}
+
+/// Other systems have no Linux capabilities: the memlock limit applies as it is.
+#[cfg(not(target_os = "linux"))]
+fn drop_ipc_lock() -> Result<(), ChildError> {
+    Ok(())
 }
 
 /// The child: see the module docs. Prints one JSON line on stdout.

@@ -38,6 +38,15 @@ pub(super) struct Findings {
     pub(super) backends: Backends,
     pub(super) sealed: super::sealed::Sealed,
     pub(super) live_check: Vec<LiveCheck>,
+    pub(super) platform: Platform,
+}
+
+/// The operating system and the options it cannot honour.
+#[derive(Serialize)]
+pub(super) struct Platform {
+    pub(super) os: &'static str,
+    /// Refused there with `Error::Unsupported` (empty on Linux).
+    pub(super) unavailable_options: Vec<&'static str>,
 }
 
 #[derive(Serialize)]

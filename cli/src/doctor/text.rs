@@ -17,6 +17,7 @@ fn count(v: Option<u64>) -> String {
 /// The whole text report, ending in a newline.
 impl fmt::Display for Findings {
     fn fmt(&self, o: &mut Formatter<'_>) -> fmt::Result {
+        platform(o, self)?;
         memlock(o, self)?;
         memfd_secret(o, self)?;
         core(o, &self.core_dumps)?;
@@ -27,6 +28,20 @@ impl fmt::Display for Findings {
         live_check(o, self)?;
         verdict(o, self)
     }
+}
+
+/// Off Linux only: the options this system cannot honour.
+fn platform(o: &mut Formatter<'_>, f: &Findings) -> fmt::Result {
+    let p = &f.platform;
+    if p.unavailable_options.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        o,
+        "Platform: {}; not available here (refused with Error::Unsupported): {}",
+        p.os,
+        p.unavailable_options.join(", ")
+    )
 }
 
 fn memlock(o: &mut Formatter<'_>, f: &Findings) -> fmt::Result {

@@ -22,8 +22,8 @@
 //! in a slot the parent never touched, so no lock or state copied mid-flight
 //! from the parent's threads is ever used in the child.
 
+use super::sys::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
 

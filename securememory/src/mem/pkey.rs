@@ -38,6 +38,10 @@ impl Pkey {
     }
 
     /// The PKRU bit that denies all access to this key's pages.
+    #[cfg_attr(
+        not(all(target_os = "linux", target_arch = "x86_64")),
+        allow(dead_code)
+    )]
     fn access_disable_bit(self) -> u32 {
         1 << (2 * self.0)
     }
@@ -68,16 +72,20 @@ pub(crate) fn pool_key() -> Result<Pkey, String> {
 }
 
 /// Why no key: for the life of the process, or for now.
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64")),
+    allow(dead_code)
+)]
 enum Refusal {
     Always(String),
     Now(String),
 }
 
 /// `PKEY_DISABLE_ACCESS` of pkey_alloc(2) (not in the `libc` crate).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 const PKEY_DISABLE_ACCESS: libc::c_ulong = 0x1;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn alloc() -> Result<Pkey, Refusal> {
     let before = os_enabled_pku().then(read_pkru);
     // SAFETY: pkey_alloc takes two integers and touches no memory of ours.
@@ -117,7 +125,7 @@ fn alloc() -> Result<Pkey, Refusal> {
 
 /// Whether the kernel enabled protection keys (CPUID.(EAX=7,ECX=0):ECX.OSPKE,
 /// bit 4), so that `RDPKRU` does not fault.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn os_enabled_pku() -> bool {
     use std::arch::x86_64::__cpuid_count;
     #[allow(unused_unsafe)]
@@ -129,22 +137,27 @@ fn os_enabled_pku() -> bool {
 }
 
 /// Give an allocated key back (after refusing it).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn free(key: Pkey) {
     // SAFETY: pkey_free takes an integer; no page carries the key yet.
     unsafe { libc::syscall(libc::SYS_pkey_free, key.0 as libc::c_ulong) };
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 fn free(_: Pkey) {
     unreachable!("no protection key exists on this architecture")
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 fn alloc() -> Result<Pkey, Refusal> {
-    Err(Refusal::Always(
-        "protection keys are supported on x86_64 only".into(),
-    ))
+    Err(Refusal::Always(if cfg!(target_os = "linux") {
+        "protection keys are supported on x86_64 only".into()
+    } else {
+        format!(
+            "protection keys are supported on Linux (x86_64) only, not on {}",
+            std::env::consts::OS
+        )
+    }))
 }
 
 /// Give `[addr, addr + len)` read-write protection and `key`.
@@ -154,6 +167,7 @@ fn alloc() -> Result<Pkey, Refusal> {
 ///
 /// # References
 /// - pkey_mprotect(2)
+#[cfg(target_os = "linux")]
 pub(crate) unsafe fn protect_with(addr: *mut u8, len: usize, key: Pkey) -> io::Result<()> {
     inject::check(Op::PkeyMprotect)?;
     // SAFETY: changes protection of a range the caller owns; no reference
@@ -174,7 +188,14 @@ pub(crate) unsafe fn protect_with(addr: *mut u8, len: usize, key: Pkey) -> io::R
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// No key can exist off Linux ([`pool_key`] refuses).
+#[cfg(not(target_os = "linux"))]
+pub(crate) unsafe fn protect_with(_addr: *mut u8, _len: usize, _key: Pkey) -> io::Result<()> {
+    inject::check(Op::PkeyMprotect)?;
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn read_pkru() -> u32 {
     let pkru: u32;
     // SAFETY: RDPKRU reads a register; it is only reached once `pool_key`
@@ -188,7 +209,7 @@ fn read_pkru() -> u32 {
     pkru
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn write_pkru(pkru: u32) {
     // SAFETY: WRPKRU sets this thread's key rights (PKU is enabled, see
     // `read_pkru`). Without `nomem` the compiler treats it as touching
@@ -200,12 +221,12 @@ fn write_pkru(pkru: u32) {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 fn read_pkru() -> u32 {
     unreachable!("no protection key exists on this architecture")
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 fn write_pkru(_: u32) {
     unreachable!("no protection key exists on this architecture")
 }
@@ -213,6 +234,7 @@ fn write_pkru(_: u32) {
 /// Whether the calling thread may read pages tagged with key `number` now.
 /// Key 0 (untagged pages) is always readable; without PKU every page is
 /// untagged.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn thread_may_read(number: u32) -> bool {
     if number == 0 || pool_key().is_err() {
         return true;

@@ -24,6 +24,13 @@ pub(crate) fn install(armed: u64) -> std::io::Result<()> {
     if !WORD.load(Ordering::Acquire).is_null() {
         return Ok(());
     }
+    if !sys::WIPE_ON_FORK_ZEROES {
+        // macOS: a child would have no page here, and reading it would fault.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "no zero-on-fork page on this system",
+        ));
+    }
     let page = sys::page_size();
     let p = sys::mmap_anonymous(page, Prot::ReadWrite)?;
     // SAFETY: `p` is the page just mapped, owned here alone.

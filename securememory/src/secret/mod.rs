@@ -160,8 +160,11 @@ impl Secret {
     /// range checked is its sealing key's slot: its plaintext is in no
     /// mapping at rest, and its ciphertext is readable by design.
     ///
+    /// On Windows the pages' protection as `VirtualQuery` reports it.
+    ///
     /// # Errors
-    /// When `/proc/self/smaps` cannot be read.
+    /// When `/proc/self/smaps` cannot be read; on macOS and FreeBSD always
+    /// (`ErrorKind::Unsupported`: no page-table reader there yet).
     pub fn is_readable_now(&self) -> std::io::Result<bool> {
         if self.is_closed() {
             return Ok(false);

@@ -4,7 +4,7 @@
 //! window only; wiped in place at release. The descriptor is closed once
 //! mapped: the mapping keeps the file alive.
 
-use std::os::fd::AsRawFd;
+use crate::mem::sys::fd::AsRawFd;
 
 use super::{map_err, Region};
 use crate::error::Error;

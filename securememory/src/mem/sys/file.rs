@@ -3,12 +3,15 @@
 //! identity, close.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(target_os = "linux")]
+use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 
 use super::last_error;
 use super::mapping::{mmap_shared, munmap, page_size, Prot};
 use crate::mem::inject::{self, Op};
 
+#[cfg(target_os = "linux")]
 /// Create an anonymous memory file, close-on-exec.
 ///
 /// # References
@@ -25,6 +28,7 @@ pub(crate) fn memfd_create(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Create a secret-memory file whose pages are removed from the kernel's
 /// direct map, close-on-exec.
 ///
@@ -45,7 +49,7 @@ pub(crate) fn memfd_secret() -> io::Result<OwnedFd> {
 /// Create a `memfd_secret` file, size it to one page, map and unmap it: the
 /// whole path a secret would take. On failure, the stage that failed.
 pub(crate) fn try_memfd_secret_page() -> Result<(), (&'static str, io::Error)> {
-    let fd = memfd_secret().map_err(|e| ("create", e))?;
+    let fd = super::memfd_secret().map_err(|e| ("create", e))?;
     let page = page_size();
     ftruncate(&fd, page as u64).map_err(|e| ("ftruncate", e))?;
     // SAFETY: no fixed address: the kernel picks a free range.
@@ -124,6 +128,7 @@ pub(crate) fn pwrite_all(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(&*borrowed_file(fd), buf, offset)
 }
 
+#[cfg(target_os = "linux")]
 /// Free the pages of `fd` in `[offset, offset + len)`; the file keeps its size.
 ///
 /// # References
@@ -155,7 +160,9 @@ pub(crate) fn file_id(fd: RawFd) -> Option<(u64, u64)> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid out-buffer for the kernel to fill.
     if unsafe { libc::fstat(fd, &mut st) } == 0 {
-        Some((st.st_dev, st.st_ino))
+        // The widths differ by system (macOS has a 32-bit `st_dev`).
+        #[allow(clippy::unnecessary_cast)]
+        Some((st.st_dev as u64, st.st_ino as u64))
     } else {
         None
     }

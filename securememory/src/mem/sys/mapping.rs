@@ -97,6 +97,7 @@ pub(crate) enum LockedMapError {
     Map(io::Error),
 }
 
+#[cfg(target_os = "linux")]
 /// [`mmap_shared`], locked and populated at once (`MAP_LOCKED |
 /// MAP_POPULATE`): one system call instead of `mmap` then `mlock`.
 ///
@@ -131,7 +132,7 @@ pub(crate) unsafe fn mmap_shared_locked(
     })
 }
 
-unsafe fn mmap_shared_flags(
+pub(super) unsafe fn mmap_shared_flags(
     at: Option<*mut u8>,
     len: usize,
     prot: Prot,
@@ -227,6 +228,7 @@ pub(crate) enum Advice {
     DontFork,
 }
 
+#[cfg(target_os = "linux")]
 /// Give the kernel advice about `[addr, addr + len)`.
 ///
 /// # Safety

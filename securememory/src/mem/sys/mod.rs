@@ -12,26 +12,65 @@
 //! to fail, so that each failure path can be exercised without a hostile
 //! kernel.
 
+#[cfg(unix)]
 use std::io;
 
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+mod bsd;
+#[cfg(unix)]
 mod file;
+#[cfg(unix)]
 mod mapping;
+#[cfg(unix)]
 mod process;
+#[cfg(windows)]
+mod windows;
 
+/// Descriptor types: std's on Unix, stand-ins on Windows (where no
+/// descriptor is ever made).
+#[cfg(unix)]
+pub(crate) mod fd {
+    pub(crate) use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
+}
+#[cfg(windows)]
+pub(crate) use windows::fd;
+
+#[cfg(windows)]
+pub(crate) use windows::*;
+
+#[cfg(unix)]
 pub(crate) use file::{
-    close_raw, fchmod_none, file_id, ftruncate, memfd_create, memfd_secret, pread_exact,
-    punch_hole, pwrite_all, read_exact_fd, try_memfd_secret_page,
+    close_raw, fchmod_none, file_id, ftruncate, pread_exact, pwrite_all, read_exact_fd,
+    try_memfd_secret_page,
 };
+#[cfg(unix)]
 pub(crate) use mapping::{
-    madvise, mlock, mmap_anonymous, mmap_shared, mmap_shared_locked, mprotect, munmap, page_size,
-    wipe, Advice, LockedMapError, Prot,
+    mlock, mmap_anonymous, mmap_shared, mprotect, munmap, page_size, wipe, Advice, LockedMapError,
+    Prot,
 };
+#[cfg(unix)]
 pub(crate) use process::{
-    address_space_limit, core_limit, disable_core_dumps, dumpable, fill_random, getpid,
-    memlock_limit, nofile_limit, physical_memory, register_atfork, thread_has_effective_cap,
-    yield_now, Limit,
+    address_space_limit, core_limit, disable_core_dumps, fill_random, getpid, memlock_limit,
+    nofile_limit, physical_memory, register_atfork, yield_now, Limit,
 };
 
+// The calls that differ: Linux's, or their macOS/FreeBSD counterparts.
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+pub(crate) use bsd::{
+    dumpable, madvise, memfd_create, memfd_secret, mmap_shared_locked, punch_hole,
+    thread_has_effective_cap, WIPE_ON_FORK_ZEROES,
+};
+#[cfg(target_os = "linux")]
+pub(crate) use file::{memfd_create, memfd_secret, punch_hole};
+#[cfg(target_os = "linux")]
+pub(crate) use mapping::{madvise, mmap_shared_locked};
+#[cfg(target_os = "linux")]
+pub(crate) use process::{dumpable, thread_has_effective_cap};
+/// Whether a page marked `WipeOnFork` reads as zeros in a fork child.
+#[cfg(target_os = "linux")]
+pub(crate) const WIPE_ON_FORK_ZEROES: bool = true;
+
+#[cfg(unix)]
 fn last_error() -> io::Error {
     io::Error::last_os_error()
 }

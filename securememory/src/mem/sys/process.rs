@@ -46,11 +46,19 @@ fn to_limit(v: libc::rlim_t) -> Option<u64> {
     if v == libc::RLIM_INFINITY {
         None
     } else {
-        Some(v)
+        // `rlim_t` is signed on FreeBSD; a finite limit is not negative.
+        #[allow(clippy::unnecessary_cast)]
+        Some(v as u64)
     }
 }
 
-fn get_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<Limit> {
+/// The type `getrlimit` takes its resource as (glibc names it).
+#[cfg(target_os = "linux")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_os = "linux"))]
+type Resource = libc::c_int;
+
+fn get_rlimit(resource: Resource) -> io::Result<Limit> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -110,6 +118,7 @@ pub(crate) fn disable_core_dumps() -> io::Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Whether the process is dumpable, or `None` if the kernel will not say.
 ///
 /// # References
@@ -120,6 +129,7 @@ pub(crate) fn dumpable() -> Option<bool> {
     (r >= 0).then_some(r != 0)
 }
 
+#[cfg(target_os = "linux")]
 /// Whether the calling thread has capability number `cap` in its effective
 /// set (the set the kernel checks for `mlock`), or `None` if it cannot tell.
 ///
