@@ -1,0 +1,326 @@
+//! Attacks on the emergency purge's promises (README "Emergency purge"):
+//! a signal purge under a copy-path closure, a purge at the end of a deep
+//! fork chain, `purge()` racing creation, access and drop on other
+//! threads, the signal handler's disposition and `errno` handling, and
+//! `purge_on_signals` given signals it cannot handle.
+//!
+//! Each test runs in a child process of its own (a purge is process-wide).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::child::{done, is_child, Child};
+use securememory::{
+    purge, purge_on_signals, stats, AccessPath, Backend, Error, Layout, Options,
+    ProtectedFactory, SecretFactory,
+};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn in_child(test: &str, body: impl FnOnce()) {
+    if is_child(test) {
+        body();
+        done();
+        return;
+    }
+    let out = Child::new(test, test)
+        .run_until_done(LIMIT, "hung")
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    print!("{out}");
+}
+
+extern "C" fn keep_going(_: libc::c_int) {}
+
+/// The program's own SIGHUP handler returns (the process lives on), and the
+/// purge handler is chained in front of it.
+fn purge_on_sighup_and_live_on() {
+    // SAFETY: installs a handler of this test's that does nothing.
+    unsafe { libc::signal(libc::SIGHUP, keep_going as *const () as libc::sighandler_t) };
+    assert_eq!(purge_on_signals(&[libc::SIGHUP]).unwrap(), [libc::SIGHUP]);
+}
+
+fn factory(backend: Backend, layout: Layout, access: AccessPath) -> ProtectedFactory {
+    ProtectedFactory::new(
+        Options::default()
+            .backend(backend)
+            .layout(layout)
+            .access(access),
+    )
+    .unwrap()
+}
+
+/// A copy-path closure running when a signal's purge arrives reads its
+/// scratch buffer, which the purge replaces with zeros: the bytes it reads
+/// afterwards are zeros, whole before. The README said copy-path accesses
+/// "return `Error::Purged` instead of torn bytes"; that is so for the copy
+/// only, not for a closure already running on the copy.
+#[test]
+fn copy_path_closure_running_sees_zeros_after_a_signal_purge() {
+    in_child(
+        "copy_path_closure_running_sees_zeros_after_a_signal_purge",
+        || {
+            purge_on_sighup_and_live_on();
+            let f = factory(Backend::Memfd, Layout::Page, AccessPath::Copy);
+            let bytes = vec![0xA5u8; 64];
+            let s = Arc::new(f.new(&mut bytes.clone()).unwrap());
+            let (inside, signalled) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+            let reader = {
+                let (s, inside, signalled) = (s.clone(), inside.clone(), signalled.clone());
+                std::thread::spawn(move || {
+                    s.with_bytes(|b| {
+                        let before = b.to_vec();
+                        inside.wait();
+                        signalled.wait();
+                        (before, b.to_vec())
+                    })
+                })
+            };
+            inside.wait();
+            // SAFETY: a signal to this thread; the purge handler runs, then
+            // the program's, which returns.
+            unsafe { libc::raise(libc::SIGHUP) };
+            signalled.wait();
+            let (before, after) = reader.join().unwrap().expect("the access itself succeeds");
+            assert_eq!(before, bytes, "whole before the signal");
+            assert!(
+                after.iter().all(|&x| x == 0),
+                "the closure's scratch was destroyed by the signal's purge"
+            );
+            assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+        },
+    );
+}
+
+/// Fork generations the library keeps a list of live secrets for (as many
+/// as have a memory file).
+const GENERATIONS: usize = 16;
+
+/// In the process at the end of a fork chain past the library's 16
+/// generations, `purge()` still makes every access fail with
+/// `Error::Purged`, but it closes nothing there: it has no list of that
+/// process's secrets. Their memory is released at their close or drop (as
+/// the README now says).
+#[test]
+fn purge_past_the_sixteenth_fork_generation() {
+    in_child("purge_past_the_sixteenth_fork_generation", || {
+        let f = factory(Backend::Anonymous, Layout::Page, AccessPath::Window);
+        let mut depth = 0;
+        // Each process makes a secret (so its fork is noticed: one more
+        // generation), then forks the next and passes its status up.
+        let mine = loop {
+            let s = f.new(&mut [7u8; 32]).unwrap();
+            if depth == GENERATIONS {
+                break s;
+            }
+            // SAFETY: fork; the child goes on with this loop and `_exit`s.
+            let pid = unsafe { libc::fork() };
+            if pid != 0 {
+                let status = common::wait_status(pid);
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    100
+                };
+                if depth == 0 {
+                    assert_eq!(code, 0, "the deepest process's check failed");
+                    return;
+                }
+                common::run_and_exit(|| code);
+            }
+            drop(s);
+            depth += 1;
+        };
+        common::run_and_exit(|| {
+            let in_use = stats().in_use;
+            let closed = purge();
+            let purged = matches!(mine.with_bytes(|_| ()), Err(Error::Purged));
+            eprintln!("generation {depth}: purge closed {closed}, in use {in_use} -> {}", stats().in_use);
+            // Exactly as documented: purged, not closed by the purge.
+            let ok = purged && closed == 0 && stats().in_use == in_use;
+            drop(mine);
+            i32::from(!(ok && stats().in_use == in_use - 1))
+        });
+    });
+}
+
+/// `purge()` called again and again while other threads create, read and
+/// drop secrets of several configurations, one of them also calling
+/// `purge()`: every access sees its bytes whole or `Error::Purged`, a
+/// secret made after a purge returned is readable until the next purge
+/// starts, nothing hangs, a secret whose creation began after a purge
+/// started is not closed by it (before: if it reached the list of live
+/// secrets before that purge read the list, it was closed, and its
+/// accesses failed with `Error::Closed` though the program never closed it), and once every secret is gone the secret count
+/// and the locked bytes are back where they started.
+#[test]
+fn purge_racing_creation_access_and_drop() {
+    in_child("purge_racing_creation_access_and_drop", || {
+        let configs = [
+            (Backend::Memfd, Layout::Page, AccessPath::Copy),
+            (Backend::Memfd, Layout::Pooled, AccessPath::Copy),
+            (Backend::Memfd, Layout::Guarded, AccessPath::Window),
+            (Backend::Anonymous, Layout::Page, AccessPath::Window),
+        ];
+        // Warm each thread-independent once-per-process state first.
+        drop(factory(configs[0].0, configs[0].1, configs[0].2).new(&mut [1; 8]));
+        let start = stats();
+        let stop = Arc::new(AtomicBool::new(false));
+        let bad = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let (stop, bad) = (stop.clone(), bad.clone());
+                let (b, l, a) = configs[t];
+                std::thread::spawn(move || {
+                    let f = factory(b, l, a);
+                    let mut n = 0u8;
+                    while !stop.load(Ordering::Relaxed) {
+                        n = n.wrapping_add(1) | 1;
+                        let want = vec![n; 40 + t];
+                        let s = f.new(&mut want.clone()).unwrap();
+                        for _ in 0..3 {
+                            match s.with_bytes(|x| x == &want[..]) {
+                                Ok(true) | Err(Error::Purged) => {}
+                                other => {
+                                    eprintln!("thread {t}: {other:?}");
+                                    bad.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        if t == 3 && n % 8 == 1 {
+                            purge();
+                        }
+                        if n % 3 == 0 {
+                            let _ = s.close();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..400 {
+            purge();
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(bad.load(Ordering::Relaxed), 0, "torn bytes or a wrong error");
+        let end = stats();
+        assert_eq!(end.in_use, start.in_use, "secrets left in use");
+        // The pool keeps its chunks (locked) for the next secrets.
+        let pool = (end.pool_pages - start.pool_pages) * page_size();
+        assert_eq!(
+            end.bytes_locked,
+            start.bytes_locked + pool,
+            "locked bytes left: {start:?} -> {end:?}"
+        );
+        // A secret made now is an ordinary one.
+        let s = factory(Backend::Memfd, Layout::Page, AccessPath::Copy)
+            .new(&mut [9u8; 16])
+            .unwrap();
+        assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), [9u8; 16]);
+    });
+}
+
+fn flags_of(sig: i32) -> libc::c_int {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the disposition.
+    assert_eq!(
+        unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) },
+        0
+    );
+    old.sa_flags
+}
+
+/// A purge signal whose default action is to ignore it (SIGWINCH) lets the
+/// process live on, and the handler is put back as it was installed: with
+/// `SA_RESTART`, so the program's blocking system calls are not made to
+/// fail with `EINTR` by every later such signal (with the default action
+/// they never were).
+#[test]
+fn handler_put_back_after_a_default_ignored_signal_keeps_sa_restart() {
+    in_child(
+        "handler_put_back_after_a_default_ignored_signal_keeps_sa_restart",
+        || {
+            assert_eq!(purge_on_signals(&[libc::SIGWINCH]).unwrap(), [libc::SIGWINCH]);
+            assert_ne!(flags_of(libc::SIGWINCH) & libc::SA_RESTART, 0);
+            // SAFETY: a signal to this thread; its default is to ignore it.
+            unsafe { libc::raise(libc::SIGWINCH) };
+            assert!(securememory::purges_on_signal(libc::SIGWINCH));
+            assert_ne!(
+                flags_of(libc::SIGWINCH) & libc::SA_RESTART,
+                0,
+                "the handler came back without SA_RESTART"
+            );
+        },
+    );
+}
+
+extern "C" fn clobber_errno(_: libc::c_int) {
+    // SAFETY: this thread's errno slot.
+    unsafe { *libc::__errno_location() = libc::EBADF };
+}
+
+/// The handler leaves the interrupted code's `errno` as it was, even when
+/// the program's chained handler changes it.
+#[test]
+fn signal_handler_keeps_errno() {
+    in_child("signal_handler_keeps_errno", || {
+        // SAFETY: installs a handler of this test's.
+        unsafe { libc::signal(libc::SIGHUP, clobber_errno as *const () as libc::sighandler_t) };
+        purge_on_signals(&[libc::SIGHUP]).unwrap();
+        let s = factory(Backend::Memfd, Layout::Page, AccessPath::Copy)
+            .new(&mut [3u8; 8])
+            .unwrap();
+        // SAFETY: this thread's errno slot; then a signal to this thread.
+        let after = unsafe {
+            *libc::__errno_location() = libc::ENOENT;
+            libc::raise(libc::SIGHUP);
+            *libc::__errno_location()
+        };
+        assert_eq!(after, libc::ENOENT, "errno changed by the handler");
+        assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+    });
+}
+
+/// Signals no handler can be installed for are refused with an error, not
+/// a panic; the valid ones before them keep theirs; installing twice is
+/// harmless (the program's handler is chained once, not to ourselves).
+#[test]
+fn purge_on_signals_refuses_what_it_cannot_handle() {
+    in_child("purge_on_signals_refuses_what_it_cannot_handle", || {
+        for bad in [0, -1, 65, 1000, libc::SIGKILL, libc::SIGSTOP] {
+            assert!(
+                matches!(purge_on_signals(&[bad]), Err(Error::Unsupported(_))),
+                "signal {bad}"
+            );
+            assert!(!securememory::purges_on_signal(bad));
+        }
+        assert!(purge_on_signals(&[libc::SIGUSR1, libc::SIGKILL]).is_err());
+        assert!(securememory::purges_on_signal(libc::SIGUSR1));
+        // SAFETY: installs a handler of this test's (before ours: chained).
+        unsafe { libc::signal(libc::SIGHUP, keep_going as *const () as libc::sighandler_t) };
+        purge_on_signals(&[libc::SIGHUP]).unwrap();
+        purge_on_signals(&[libc::SIGHUP]).unwrap();
+        let s = factory(Backend::Anonymous, Layout::Page, AccessPath::Window)
+            .new(&mut [3u8; 8])
+            .unwrap();
+        // SAFETY: a signal to this thread: purge, then the program's handler.
+        unsafe { libc::raise(libc::SIGHUP) };
+        assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+        drop(s);
+        let t = factory(Backend::Anonymous, Layout::Page, AccessPath::Window)
+            .new(&mut [4u8; 8])
+            .unwrap();
+        assert_eq!(t.with_bytes(|b| b.to_vec()).unwrap(), [4u8; 8]);
+    });
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+}
