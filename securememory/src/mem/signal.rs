@@ -130,7 +130,7 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         return;
     }
     if handler == libc::SIG_DFL {
-        default_action(sig, flags);
+        default_action(sig);
         return;
     }
     if flags & libc::SA_SIGINFO != 0 {
@@ -149,8 +149,9 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
 /// Restore the default action, unblock the signal in this thread and raise
 /// it: a fatal signal ends the process here (with a core file for SIGQUIT).
 /// If the process lives on (a signal whose default is to ignore it), the
-/// purge handler is put back.
-fn default_action(sig: libc::c_int, flags: libc::c_int) {
+/// purge handler is put back as `install` put it in front of the default:
+/// with `SA_RESTART`.
+fn default_action(sig: libc::c_int) {
     // SAFETY: plain old data; all-zero (with SIG_DFL = 0) is valid.
     let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
     dfl.sa_sigaction = libc::SIG_DFL;
@@ -169,7 +170,7 @@ fn default_action(sig: libc::c_int, flags: libc::c_int) {
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     // SAFETY: raise is async-signal-safe (tgkill to this thread).
     unsafe { libc::raise(sig) };
-    let act = ours(flags & libc::SA_RESTART != 0);
+    let act = ours(true);
     // SAFETY: as in `install`.
     unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
 }

@@ -46,8 +46,8 @@ pub const DEFAULT_PURGE_SIGNALS: [i32; 4] =
 /// another's. Not async-signal-safe (it locks and waits): from a signal,
 /// use [`purge_on_signals`].
 pub fn purge() -> usize {
-    registry::bump_epoch();
-    let secrets = live::take_all(fork::generation());
+    let epoch = registry::bump_epoch();
+    let secrets = live::take_all(fork::generation(), epoch);
     let (mut wiped, mut deferred) = (0u64, 0u64);
     for (gate, storage) in &secrets {
         if gate.is_releasing_here() || crate::secret::inside_access(gate) {
