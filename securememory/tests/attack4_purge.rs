@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::child::{done, is_child, Child};
 use securememory::{
-    purge, purge_on_signals, stats, AccessPath, Backend, Error, Layout, Options,
-    ProtectedFactory, SecretFactory,
+    purge, purge_on_signals, stats, AccessPath, Backend, Error, Layout, Options, ProtectedFactory,
+    SecretFactory,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -137,7 +137,10 @@ fn purge_past_the_sixteenth_fork_generation() {
             let in_use = stats().in_use;
             let closed = purge();
             let purged = matches!(mine.with_bytes(|_| ()), Err(Error::Purged));
-            eprintln!("generation {depth}: purge closed {closed}, in use {in_use} -> {}", stats().in_use);
+            eprintln!(
+                "generation {depth}: purge closed {closed}, in use {in_use} -> {}",
+                stats().in_use
+            );
             // Exactly as documented: purged, not closed by the purge.
             let ok = purged && closed == 0 && stats().in_use == in_use;
             drop(mine);
@@ -207,7 +210,11 @@ fn purge_racing_creation_access_and_drop() {
         for w in workers {
             w.join().unwrap();
         }
-        assert_eq!(bad.load(Ordering::Relaxed), 0, "torn bytes or a wrong error");
+        assert_eq!(
+            bad.load(Ordering::Relaxed),
+            0,
+            "torn bytes or a wrong error"
+        );
         let end = stats();
         assert_eq!(end.in_use, start.in_use, "secrets left in use");
         // The pool keeps its chunks (locked) for the next secrets.
@@ -246,7 +253,10 @@ fn handler_put_back_after_a_default_ignored_signal_keeps_sa_restart() {
     in_child(
         "handler_put_back_after_a_default_ignored_signal_keeps_sa_restart",
         || {
-            assert_eq!(purge_on_signals(&[libc::SIGWINCH]).unwrap(), [libc::SIGWINCH]);
+            assert_eq!(
+                purge_on_signals(&[libc::SIGWINCH]).unwrap(),
+                [libc::SIGWINCH]
+            );
             assert_ne!(flags_of(libc::SIGWINCH) & libc::SA_RESTART, 0);
             // SAFETY: a signal to this thread; its default is to ignore it.
             unsafe { libc::raise(libc::SIGWINCH) };
@@ -271,7 +281,12 @@ extern "C" fn clobber_errno(_: libc::c_int) {
 fn signal_handler_keeps_errno() {
     in_child("signal_handler_keeps_errno", || {
         // SAFETY: installs a handler of this test's.
-        unsafe { libc::signal(libc::SIGHUP, clobber_errno as *const () as libc::sighandler_t) };
+        unsafe {
+            libc::signal(
+                libc::SIGHUP,
+                clobber_errno as *const () as libc::sighandler_t,
+            )
+        };
         purge_on_signals(&[libc::SIGHUP]).unwrap();
         let s = factory(Backend::Memfd, Layout::Page, AccessPath::Copy)
             .new(&mut [3u8; 8])

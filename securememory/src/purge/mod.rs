@@ -41,9 +41,12 @@ pub const DEFAULT_PURGE_SIGNALS: [i32; 4] =
 /// secret's bytes only during an access and is wiped when it ends, so none
 /// holds a purged secret's bytes once the purge returns. A secret whose
 /// creation is under way is purged too (its accesses fail) and its memory
-/// is released at its close. Secrets made after the call are not affected.
+/// is released at its close. A secret whose creation begins after the call began is not affected.
 /// A fork child's secrets are its own: a purge in one process never touches
-/// another's. Not async-signal-safe (it locks and waits): from a signal,
+/// another's. In a process more than 16 processes down a fork chain there
+/// is no list of its secrets: they are purged (accesses fail) but not closed
+/// here (this returns 0); each is released at its close or drop. Not
+/// async-signal-safe (it locks and waits): from a signal,
 /// use [`purge_on_signals`].
 pub fn purge() -> usize {
     let epoch = registry::bump_epoch();
@@ -98,8 +101,9 @@ pub fn purge_and_exit(code: i32) -> ! {
 /// punched out, other pages (anonymous, `memfd_secret`) are replaced in
 /// place by fresh zero pages. Later accesses return [`Error::Purged`] and
 /// copy-path accesses in flight return it too (checked after the copy).
-/// It does not wait for accesses in flight: a window-path closure running
-/// on another thread may read zeros partway through. It closes no secret
+/// It does not wait for accesses in flight: a closure already running, on
+/// either path, may read zeros partway through (the secret's pages or the
+/// thread's scratch buffer), and its access returns `Ok`. It closes no secret
 /// (that takes locks): memory is unmapped and unlocked at each secret's
 /// close or drop. It cannot clear other threads' CPU registers.
 ///
