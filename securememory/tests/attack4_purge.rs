@@ -339,3 +339,55 @@ fn page_size() -> u64 {
     // SAFETY: sysconf reads a constant of the system.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
 }
+
+/// The handler the program installed in front of ours, which chains to the
+/// one it found (ours), as crash reporters do.
+static FOUND: AtomicUsize = AtomicUsize::new(0);
+static CHAINED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn chains_to_found(sig: libc::c_int) {
+    CHAINED.fetch_add(1, Ordering::Relaxed);
+    let found = FOUND.load(Ordering::Relaxed);
+    if found > 1 {
+        // SAFETY: the address `signal` returned: an SA_SIGINFO handler
+        // (ours), called with no info and no context, as `signal` handlers
+        // chain by hand.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(found) };
+        f(sig, std::ptr::null_mut(), std::ptr::null_mut());
+    }
+}
+
+/// `purge_on_signals` called again after the program put a handler of its
+/// own in front of ours that chains to ours: the second call must not make
+/// ours chain back to it (each would call the other until the stack
+/// overflows). The signal purges, the program's handler runs, and the
+/// process lives on.
+#[test]
+fn purge_on_signals_again_behind_a_handler_that_chains_to_ours() {
+    in_child(
+        "purge_on_signals_again_behind_a_handler_that_chains_to_ours",
+        || {
+            // SAFETY: installs a handler of this test's that returns.
+            unsafe { libc::signal(libc::SIGHUP, keep_going as *const () as libc::sighandler_t) };
+            purge_on_signals(&[libc::SIGHUP]).unwrap();
+            // SAFETY: installs a handler of this test's; keeps ours to chain to.
+            let ours = unsafe {
+                libc::signal(
+                    libc::SIGHUP,
+                    chains_to_found as *const () as libc::sighandler_t,
+                )
+            };
+            FOUND.store(ours, Ordering::Relaxed);
+            // "Installing twice is harmless."
+            purge_on_signals(&[libc::SIGHUP]).unwrap();
+            let s = factory(Backend::Anonymous, Layout::Page, AccessPath::Window)
+                .new(&mut [3u8; 8])
+                .unwrap();
+            // SAFETY: a signal to this thread.
+            unsafe { libc::raise(libc::SIGHUP) };
+            assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+            assert_eq!(CHAINED.load(Ordering::Relaxed), 1, "the program's handler ran once");
+        },
+    );
+}
