@@ -387,7 +387,11 @@ fn purge_on_signals_again_behind_a_handler_that_chains_to_ours() {
             // SAFETY: a signal to this thread.
             unsafe { libc::raise(libc::SIGHUP) };
             assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
-            assert_eq!(CHAINED.load(Ordering::Relaxed), 1, "the program's handler ran once");
+            assert_eq!(
+                CHAINED.load(Ordering::Relaxed),
+                1,
+                "the program's handler ran once"
+            );
         },
     );
 }
