@@ -83,3 +83,11 @@ pub fn collect_wipes() {
 pub fn take_all_wiped() -> Vec<Vec<u8>> {
     crate::mem::observe::take_all()
 }
+
+/// Register `hook` as a fork child hook (run in every fork child, before
+/// its code uses the library; see `mem/fork.rs`), as the library's own
+/// are. Registering it again does nothing; past the room for hooks, this
+/// panics.
+pub fn on_fork_child(hook: fn(u64)) {
+    crate::mem::fork::on_child(hook);
+}
