@@ -395,3 +395,72 @@ fn purge_on_signals_again_behind_a_handler_that_chains_to_ours() {
         },
     );
 }
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+fn panic_if_armed_name(_: &str) {
+    panic_if_armed();
+}
+
+fn panic_if_armed() {
+    if ARMED.load(Ordering::Relaxed) {
+        panic!("recorder panics");
+    }
+}
+
+/// The panic hook's purge runs while the thread is already panicking: a
+/// panic there is not unwound but aborts the process ("panicked while
+/// processing panic"). The library tolerates a panicking `metrics`
+/// recorder everywhere else (its reports are shielded); here, a recorder
+/// that panics must not abort the purge before every secret is closed, nor
+/// turn a caught panic into an abort.
+#[test]
+fn panic_hook_purge_with_a_panicking_recorder() {
+    in_child("panic_hook_purge_with_a_panicking_recorder", || {
+        metrics::set_global_recorder(common::recorder::HookRecorder {
+            on_register: panic_if_armed_name,
+            on_use: Some(panic_if_armed),
+        })
+        .unwrap();
+        securememory::purge_on_panic();
+        let f = factory(Backend::Anonymous, Layout::Page, AccessPath::Window);
+        let secrets: Vec<_> = (0..5).map(|i| f.new(&mut [i + 1; 16]).unwrap()).collect();
+        let in_use = stats().in_use;
+        ARMED.store(true, Ordering::Relaxed);
+        let r = std::panic::catch_unwind(|| panic!("the program's panic"));
+        ARMED.store(false, Ordering::Relaxed);
+        assert!(r.is_err());
+        for s in &secrets {
+            assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+        }
+        assert_eq!(
+            stats().in_use,
+            in_use - 5,
+            "every secret closed by the hook"
+        );
+    });
+}
+
+/// Without the hook: a secret dropped while its thread unwinds reports its
+/// close to a recorder that panics; shielded, the panic does not abort.
+#[test]
+fn drop_while_unwinding_with_a_panicking_recorder() {
+    in_child("drop_while_unwinding_with_a_panicking_recorder", || {
+        metrics::set_global_recorder(common::recorder::HookRecorder {
+            on_register: panic_if_armed_name,
+            on_use: Some(panic_if_armed),
+        })
+        .unwrap();
+        let f = factory(Backend::Memfd, Layout::Pooled, AccessPath::Copy);
+        let s = f.new(&mut [1; 16]).unwrap();
+        let in_use = stats().in_use;
+        ARMED.store(true, Ordering::Relaxed);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _s = s;
+            panic!("the program's panic");
+        }));
+        ARMED.store(false, Ordering::Relaxed);
+        assert!(r.is_err());
+        assert_eq!(stats().in_use, in_use - 1);
+    });
+}
