@@ -138,11 +138,14 @@ pub fn purges_on_signal(sig: i32) -> bool {
 /// secret is wiped before the panic unwinds or aborts. A secret the
 /// panicking thread is accessing is wiped when that access unwinds; with
 /// `panic = "abort"` its bytes are also destroyed in place, as on the
-/// signal path, since the process ends before the access does.
+/// signal path, since the process ends before the access does. The hook's
+/// purge makes no `metrics` or `tracing` call (a panic raised there, by a
+/// recorder or subscriber, would abort the process mid-purge);
+/// [`Stats::purged`](crate::Stats::purged) counts it.
 pub fn purge_on_panic() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        purge();
+        crate::shield::quiet(purge);
         if cfg!(panic = "abort") {
             signal::wipe_all_blocked();
         }
