@@ -150,3 +150,47 @@ fn signal_in_a_creation_on_the_creating_thread() {
         assert!(s.close().is_ok());
     });
 }
+
+/// A window-path access in flight on another thread when the signal's
+/// purge lands: the closure reads zeros from then on (the README says so),
+/// the access ends without a fault, and the secret is released as that
+/// access ends (the last one out finishes the purge), not only at its close
+/// or drop.
+#[test]
+fn window_access_in_flight_during_a_signal_purge() {
+    in_child("window_access_in_flight_during_a_signal_purge", || {
+        use std::sync::{Arc, Barrier};
+        purge_on_sighup_and_live_on();
+        let f = ProtectedFactory::new(
+            Options::default()
+                .backend(Backend::Anonymous)
+                .layout(Layout::Guarded)
+                .access(AccessPath::Window),
+        )
+        .unwrap();
+        let bytes = pattern(3, 100);
+        let s = Arc::new(f.new(&mut bytes.clone()).unwrap());
+        let in_use = stats().in_use;
+        let (inside, signalled) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let t = {
+            let (s, inside, signalled) = (s.clone(), inside.clone(), signalled.clone());
+            std::thread::spawn(move || {
+                s.with_bytes(|b| {
+                    let before = b.to_vec();
+                    inside.wait();
+                    signalled.wait();
+                    (before, b.to_vec())
+                })
+            })
+        };
+        inside.wait();
+        raise_sighup();
+        signalled.wait();
+        let (before, after) = t.join().unwrap().expect("the access ends without error");
+        assert_eq!(before, bytes);
+        assert!(after.iter().all(|&x| x == 0));
+        assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+        assert_eq!(stats().in_use, in_use - 1, "released as the access ended");
+        assert!(s.close().is_ok());
+    });
+}
