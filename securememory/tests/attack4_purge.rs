@@ -464,3 +464,58 @@ fn drop_while_unwinding_with_a_panicking_recorder() {
         assert_eq!(stats().in_use, in_use - 1);
     });
 }
+
+/// Purge signals landing in a thread that is creating, reading and dropping
+/// secrets while the registry of mappings grows (hundreds of live secrets,
+/// several blocks of entries) and shrinks: no fault, no hang; every access
+/// sees its bytes (zeros from the signal on, if it lands in the closure) or
+/// `Error::Purged`; at the end the counts are back
+/// and a new secret works.
+#[test]
+fn signals_while_the_registry_grows() {
+    in_child("signals_while_the_registry_grows", || {
+        use std::os::unix::thread::JoinHandleExt;
+        purge_on_sighup_and_live_on();
+        let start = stats().in_use;
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let fs = [
+                    factory(Backend::Anonymous, Layout::Page, AccessPath::Window),
+                    factory(Backend::Memfd, Layout::Page, AccessPath::Copy),
+                    factory(Backend::Memfd, Layout::Pooled, AccessPath::Copy),
+                ];
+                let mut bad = 0;
+                let mut round = 0u8;
+                while !stop.load(Ordering::Relaxed) {
+                    round = round.wrapping_add(1) | 1;
+                    let held: Vec<_> = (0..300)
+                        .map(|i| fs[i % 3].new(&mut [round; 24]).unwrap())
+                        .collect();
+                    for s in &held {
+                        // A closure the signal lands in reads zeros from then on.
+                        match s.with_bytes(|b| b.iter().all(|&x| x == round || x == 0)) {
+                            Ok(true) | Err(Error::Purged) => {}
+                            _ => bad += 1,
+                        }
+                    }
+                }
+                bad
+            })
+        };
+        let thread = worker.as_pthread_t();
+        for _ in 0..100 {
+            // SAFETY: a signal to a thread of this process that is running.
+            unsafe { libc::pthread_kill(thread, libc::SIGHUP) };
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(worker.join().unwrap(), 0, "torn bytes or a wrong error");
+        assert_eq!(stats().in_use, start);
+        let s = factory(Backend::Anonymous, Layout::Page, AccessPath::Window)
+            .new(&mut [2u8; 8])
+            .unwrap();
+        assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), [2u8; 8]);
+    });
+}
