@@ -519,3 +519,29 @@ fn signals_while_the_registry_grows() {
         assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), [2u8; 8]);
     });
 }
+
+/// `purges_on_signal` answers for the signal's disposition now: after the
+/// program replaced the purge handler by one of its own (that does not
+/// chain to it), the signal no longer purges, and it must say so.
+#[test]
+fn purges_on_signal_after_the_program_replaced_the_handler() {
+    in_child(
+        "purges_on_signal_after_the_program_replaced_the_handler",
+        || {
+            purge_on_signals(&[libc::SIGUSR2]).unwrap();
+            assert!(securememory::purges_on_signal(libc::SIGUSR2));
+            // SAFETY: installs a handler of this test's that does nothing.
+            unsafe { libc::signal(libc::SIGUSR2, keep_going as *const () as libc::sighandler_t) };
+            let s = factory(Backend::Anonymous, Layout::Page, AccessPath::Window)
+                .new(&mut [3u8; 8])
+                .unwrap();
+            // SAFETY: a signal to this thread: only the program's handler runs.
+            unsafe { libc::raise(libc::SIGUSR2) };
+            assert!(s.with_bytes(|_| ()).is_ok(), "no purge ran");
+            assert!(
+                !securememory::purges_on_signal(libc::SIGUSR2),
+                "says it purges on a signal that no longer does"
+            );
+        },
+    );
+}
