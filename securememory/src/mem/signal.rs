@@ -11,7 +11,7 @@
 //! the program's own previous handler. It saves and restores `errno`.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Signal numbers are below this (Linux: 64 signals).
@@ -21,14 +21,12 @@ const NSIG: usize = 65;
 struct Prev {
     handler: AtomicUsize,
     flags: AtomicUsize,
-    ours: AtomicBool,
 }
 
 static PREV: [Prev; NSIG] = [const {
     Prev {
         handler: AtomicUsize::new(libc::SIG_DFL),
         flags: AtomicUsize::new(0),
-        ours: AtomicBool::new(false),
     }
 }; NSIG];
 
@@ -96,16 +94,13 @@ pub(crate) fn install(sig: i32) -> io::Result<Installed> {
     if unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) } != 0 {
         return Err(last_error());
     }
-    slot.ours.store(true, Ordering::Release);
     Ok(Installed::Yes)
 }
 
-/// Whether the purge handler was installed for `sig` by this process.
+/// Whether the purge handler is `sig`'s disposition now (the program may
+/// have put a handler of its own in its place since it was installed).
 pub(crate) fn is_installed(sig: i32) -> bool {
-    usize::try_from(sig)
-        .ok()
-        .and_then(|s| PREV.get(s))
-        .is_some_and(|p| p.ours.load(Ordering::Acquire))
+    query(sig).is_ok_and(|a| a.sa_sigaction == on_signal as *const () as usize)
 }
 
 /// Threads running [`on_signal`] now: kernel thread id, the address of the

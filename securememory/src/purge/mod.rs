@@ -128,7 +128,9 @@ pub fn purge_on_signals(signals: &[i32]) -> Result<Vec<i32>> {
     Ok(installed)
 }
 
-/// Whether the purge handler is installed for `sig`.
+/// Whether the purge handler is `sig`'s disposition now: `false` once the
+/// program installed a handler of its own in its place (which may or may
+/// not chain to it).
 pub fn purges_on_signal(sig: i32) -> bool {
     signal::is_installed(sig)
 }
