@@ -545,3 +545,32 @@ fn purges_on_signal_after_the_program_replaced_the_handler() {
         },
     );
 }
+
+/// After `purge()`, the process's locked memory (`VmLck`) and the library's
+/// counts are where they were before the purged secrets were made.
+#[test]
+fn purge_gives_back_locked_memory() {
+    in_child("purge_gives_back_locked_memory", || {
+        let make = |seed: u8| -> Vec<securememory::Secret> {
+            common::configs::all()
+                .into_iter()
+                .map(|c| {
+                    let s = c.factory().new(&mut [seed; 40]).unwrap();
+                    assert_eq!(s.with_bytes(|b| b[0]).unwrap(), seed);
+                    s
+                })
+                .collect()
+        };
+        // Warm: scratch, memory file, pool chunks.
+        drop(make(1));
+        let (lck, before) = (common::procfs::vm_lck_kib(), stats());
+        let secrets = make(2);
+        assert!(common::procfs::vm_lck_kib() > lck);
+        assert_eq!(purge(), secrets.len());
+        let after = stats();
+        assert_eq!(common::procfs::vm_lck_kib(), lck, "VmLck back");
+        assert_eq!(after.in_use, before.in_use);
+        assert_eq!(after.bytes_locked, before.bytes_locked);
+        assert_eq!(after.purged, before.purged + secrets.len() as u64);
+    });
+}
