@@ -574,3 +574,38 @@ fn purge_gives_back_locked_memory() {
         assert_eq!(after.purged, before.purged + secrets.len() as u64);
     });
 }
+
+/// A `from_reader` reader that calls `purge()` (user code the library runs
+/// in the middle of a creation, any lock it holds held): no deadlock, the
+/// secrets made before are purged, and so is the one being made.
+#[test]
+fn purge_from_a_creation_reader() {
+    in_child("purge_from_a_creation_reader", || {
+        struct Purging;
+        impl std::io::Read for Purging {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                purge();
+                buf.fill(9);
+                Ok(buf.len())
+            }
+        }
+        for c in common::configs::all() {
+            let f = c.factory();
+            let before = f.new(&mut [1u8; 24]).unwrap();
+            let made = f.from_reader(&mut Purging, 24).unwrap();
+            assert!(
+                matches!(before.with_bytes(|_| ()), Err(Error::Purged)),
+                "{}",
+                c.name
+            );
+            assert!(
+                matches!(made.with_bytes(|_| ()), Err(Error::Purged)),
+                "{}",
+                c.name
+            );
+            let in_use = stats().in_use;
+            drop(made);
+            assert_eq!(stats().in_use, in_use - 1, "{}", c.name);
+        }
+    });
+}
