@@ -18,7 +18,7 @@ use securememory::{
     SecretFactory,
 };
 
-const LIMIT: Duration = Duration::from_secs(120);
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn in_child(test: &str, body: impl FnOnce()) {
     if is_child(test) {
@@ -608,4 +608,49 @@ fn purge_from_a_creation_reader() {
             assert_eq!(stats().in_use, in_use - 1, "{}", c.name);
         }
     });
+}
+
+/// The panic hook runs on the panicking thread before it unwinds, so while
+/// it still holds whatever it locked. Another thread inside an access that
+/// waits for one of those locks cannot end its access until the panic
+/// unwinds: a hook that waited for that access (as `purge()` waits) would
+/// wait forever, turning a panic the program catches into a hang. The
+/// secret is released as that access ends instead.
+#[test]
+fn panic_hook_does_not_wait_for_an_access_waiting_on_the_panicking_thread() {
+    in_child(
+        "panic_hook_does_not_wait_for_an_access_waiting_on_the_panicking_thread",
+        || {
+            use std::sync::Mutex;
+            securememory::purge_on_panic();
+            let f = factory(Backend::Anonymous, Layout::Page, AccessPath::Window);
+            let s = Arc::new(f.new(&mut [6u8; 16]).unwrap());
+            let other = f.new(&mut [7u8; 16]).unwrap();
+            let in_use = stats().in_use;
+            let lock = Arc::new(Mutex::new(()));
+            let held = lock.lock().unwrap();
+            let inside = Arc::new(Barrier::new(2));
+            let t = {
+                let (s, lock, inside) = (s.clone(), lock.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    s.with_bytes(|b| {
+                        inside.wait();
+                        // Waits for the panicking thread's lock.
+                        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        b.to_vec()
+                    })
+                })
+            };
+            inside.wait();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _held = held;
+                panic!("the program's panic, with its lock held");
+            }));
+            assert!(r.is_err());
+            assert!(matches!(other.with_bytes(|_| ()), Err(Error::Purged)));
+            assert_eq!(t.join().unwrap().unwrap(), [6u8; 16], "whole bytes");
+            assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+            assert_eq!(stats().in_use, in_use - 2, "both released");
+        },
+    );
 }
