@@ -49,6 +49,21 @@ pub const DEFAULT_PURGE_SIGNALS: [i32; 4] =
 /// async-signal-safe (it locks and waits): from a signal,
 /// use [`purge_on_signals`].
 pub fn purge() -> usize {
+    purge_with(Wait::ForAccesses)
+}
+
+/// Whether a purge waits for accesses in flight on other threads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// As `close` does: [`purge`].
+    ForAccesses,
+    /// Not at all (the panic hook, whose thread may hold a lock such an
+    /// access waits for): a secret with accesses in flight is released as
+    /// the last of them ends (`Settle`), as after a signal's purge.
+    Never,
+}
+
+fn purge_with(wait: Wait) -> usize {
     let epoch = registry::bump_epoch();
     let secrets = live::take_all(fork::generation(), epoch);
     let (mut wiped, mut deferred) = (0u64, 0u64);
@@ -58,12 +73,21 @@ pub fn purge() -> usize {
             deferred += 1;
             continue;
         }
-        if let Some(in_use) = gate.close(|drained| {
+        let release = |drained: &_| {
             let _ = storage.release(drained);
             metrics::count_closed()
-        }) {
-            metrics::closed(in_use);
-            wiped += 1;
+        };
+        let released = match wait {
+            Wait::ForAccesses => gate.close(release),
+            Wait::Never => gate.close_if_idle(release),
+        };
+        match released {
+            Some(in_use) => {
+                metrics::closed(in_use);
+                wiped += 1;
+            }
+            None if wait == Wait::Never => deferred += 1,
+            None => {}
         }
     }
     drop(secrets);
@@ -137,7 +161,11 @@ pub fn purges_on_signal(sig: i32) -> bool {
 
 /// Install a panic hook that purges ([`purge`]), then calls the hook that
 /// was installed before (the default one prints the message), so every
-/// secret is wiped before the panic unwinds or aborts. A secret the
+/// secret is wiped before the panic unwinds or aborts. It does not wait for
+/// accesses in flight on other threads (one may wait for a lock the
+/// panicking thread releases only as it unwinds): each such secret is
+/// closed to new accesses at once and wiped and released as the last of
+/// them ends. A secret the
 /// panicking thread is accessing is wiped when that access unwinds; with
 /// `panic = "abort"` its bytes are also destroyed in place, as on the
 /// signal path, since the process ends before the access does. The hook's
@@ -147,7 +175,7 @@ pub fn purges_on_signal(sig: i32) -> bool {
 pub fn purge_on_panic() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        crate::shield::quiet(purge);
+        crate::shield::quiet(|| purge_with(Wait::Never));
         if cfg!(panic = "abort") {
             signal::wipe_all_blocked();
         }
