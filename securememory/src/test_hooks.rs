@@ -103,3 +103,11 @@ pub fn tamper_sealed(s: &Secret, at: usize, xor: u8) -> crate::error::Result<()>
 pub fn write_sealing_key(s: &Secret, fd: std::os::fd::RawFd) -> crate::error::Result<()> {
     s.storage().write_sealing_key(fd)
 }
+
+/// Register `hook` as a fork child hook (run in every fork child, before
+/// its code uses the library; see `mem/fork.rs`), as the library's own
+/// are. Registering it again does nothing; past the room for hooks, this
+/// panics.
+pub fn on_fork_child(hook: fn(u64)) {
+    crate::mem::fork::on_child(hook);
+}

@@ -76,10 +76,10 @@ pub(crate) fn epoch() -> u64 {
     EPOCH.load(Ordering::Acquire)
 }
 
-/// Start a purge: secrets made before it are purged from now on.
-/// Async-signal-safe (one atomic add).
-pub(crate) fn bump_epoch() {
-    EPOCH.fetch_add(1, Ordering::AcqRel);
+/// Start a purge: secrets made before it are purged from now on. Returns
+/// the new epoch. Async-signal-safe (one atomic add).
+pub(crate) fn bump_epoch() -> u64 {
+    EPOCH.fetch_add(1, Ordering::AcqRel).wrapping_add(1)
 }
 
 /// A registered mapping; [`unregister`] it before unmapping it.

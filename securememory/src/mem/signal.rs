@@ -11,7 +11,7 @@
 //! the program's own previous handler. It saves and restores `errno`.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Signal numbers are below this (Linux: 64 signals).
@@ -21,14 +21,12 @@ const NSIG: usize = 65;
 struct Prev {
     handler: AtomicUsize,
     flags: AtomicUsize,
-    ours: AtomicBool,
 }
 
 static PREV: [Prev; NSIG] = [const {
     Prev {
         handler: AtomicUsize::new(libc::SIG_DFL),
         flags: AtomicUsize::new(0),
-        ours: AtomicBool::new(false),
     }
 }; NSIG];
 
@@ -96,16 +94,63 @@ pub(crate) fn install(sig: i32) -> io::Result<Installed> {
     if unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) } != 0 {
         return Err(last_error());
     }
-    slot.ours.store(true, Ordering::Release);
     Ok(Installed::Yes)
 }
 
-/// Whether the purge handler was installed for `sig` by this process.
+/// Whether the purge handler is `sig`'s disposition now (the program may
+/// have put a handler of its own in its place since it was installed).
 pub(crate) fn is_installed(sig: i32) -> bool {
-    usize::try_from(sig)
-        .ok()
-        .and_then(|s| PREV.get(s))
-        .is_some_and(|p| p.ours.load(Ordering::Acquire))
+    query(sig).is_ok_and(|a| a.sa_sigaction == on_signal as *const () as usize)
+}
+
+/// Threads running [`on_signal`] now: kernel thread id, the address of the
+/// handler's frame and the signal, per slot (tid 0: free). A program's
+/// handler that we chain to may call ours itself for the same signal (it
+/// was installed in front of ours, found ours as the one to chain to, then
+/// `install` ran again and found it): that nested call returns at once (the
+/// outer one wiped already), or each would call the other until the stack
+/// overflows. Another signal nested there (the program's handler unblocked
+/// it) runs in full.
+const RUNNING: usize = 64;
+static RUNNING_TID: [AtomicI32; RUNNING] = [const { AtomicI32::new(0) }; RUNNING];
+static RUNNING_AT: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
+static RUNNING_SIG: [AtomicI32; RUNNING] = [const { AtomicI32::new(0) }; RUNNING];
+
+/// How far below an outer run's frame a nested call's frame may be.
+const NESTED_WITHIN: usize = 1 << 20;
+
+/// Record this thread as running the handler for `sig` at frame `at`;
+/// `None` if it already is, for `sig`, further up this stack (a nested call). A record left by a run
+/// that never returned (the program's handler jumped out with `siglongjmp`)
+/// is not above a later run's frame on the same stack, so it is replaced.
+/// Atomics only: async-signal-safe. A thread finding no free slot runs
+/// unrecorded (`Some(None)`).
+fn enter(tid: i32, sig: i32, at: usize) -> Option<Option<usize>> {
+    for (i, t) in RUNNING_TID.iter().enumerate() {
+        if t.load(Ordering::Acquire) == tid {
+            let outer = RUNNING_AT[i].load(Ordering::Acquire);
+            if outer > at && outer - at <= NESTED_WITHIN {
+                if RUNNING_SIG[i].load(Ordering::Acquire) == sig {
+                    return None;
+                }
+                // Another signal nested here: run unrecorded.
+                return Some(None);
+            }
+            RUNNING_SIG[i].store(sig, Ordering::Release);
+            RUNNING_AT[i].store(at, Ordering::Release);
+            return Some(Some(i));
+        }
+    }
+    for (i, t) in RUNNING_TID.iter().enumerate() {
+        if t.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            RUNNING_SIG[i].store(sig, Ordering::Release);
+            RUNNING_AT[i].store(at, Ordering::Release);
+            return Some(Some(i));
+        }
+    }
+    Some(None)
 }
 
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -113,8 +158,17 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     let slot = unsafe { libc::__errno_location() };
     // SAFETY: the slot is valid for this thread's life.
     let errno = unsafe { *slot };
-    super::registry::wipe_all();
-    chain(sig, info, ctx);
+    // SAFETY: gettid has no preconditions (async-signal-safe).
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    let frame = 0u8;
+    let at = std::ptr::addr_of!(frame) as usize;
+    if let Some(running) = enter(tid, sig, at) {
+        super::registry::wipe_all();
+        chain(sig, info, ctx);
+        if let Some(i) = running {
+            RUNNING_TID[i].store(0, Ordering::Release);
+        }
+    }
     // SAFETY: as above; the interrupted code finds its errno unchanged.
     unsafe { *slot = errno };
 }
@@ -130,7 +184,7 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         return;
     }
     if handler == libc::SIG_DFL {
-        default_action(sig, flags);
+        default_action(sig);
         return;
     }
     if flags & libc::SA_SIGINFO != 0 {
@@ -149,8 +203,9 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
 /// Restore the default action, unblock the signal in this thread and raise
 /// it: a fatal signal ends the process here (with a core file for SIGQUIT).
 /// If the process lives on (a signal whose default is to ignore it), the
-/// purge handler is put back.
-fn default_action(sig: libc::c_int, flags: libc::c_int) {
+/// purge handler is put back as `install` put it in front of the default:
+/// with `SA_RESTART`.
+fn default_action(sig: libc::c_int) {
     // SAFETY: plain old data; all-zero (with SIG_DFL = 0) is valid.
     let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
     dfl.sa_sigaction = libc::SIG_DFL;
@@ -169,7 +224,7 @@ fn default_action(sig: libc::c_int, flags: libc::c_int) {
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     // SAFETY: raise is async-signal-safe (tgkill to this thread).
     unsafe { libc::raise(sig) };
-    let act = ours(flags & libc::SA_RESTART != 0);
+    let act = ours(true);
     // SAFETY: as in `install`.
     unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
 }

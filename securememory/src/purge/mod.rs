@@ -41,13 +41,31 @@ pub const DEFAULT_PURGE_SIGNALS: [i32; 4] =
 /// secret's bytes only during an access and is wiped when it ends, so none
 /// holds a purged secret's bytes once the purge returns. A secret whose
 /// creation is under way is purged too (its accesses fail) and its memory
-/// is released at its close. Secrets made after the call are not affected.
+/// is released at its close. A secret whose creation begins after the call began is not affected.
 /// A fork child's secrets are its own: a purge in one process never touches
-/// another's. Not async-signal-safe (it locks and waits): from a signal,
+/// another's. In a process more than 16 processes down a fork chain there
+/// is no list of its secrets: they are purged (accesses fail) but not closed
+/// here (this returns 0); each is released at its close or drop. Not
+/// async-signal-safe (it locks and waits): from a signal,
 /// use [`purge_on_signals`].
 pub fn purge() -> usize {
-    registry::bump_epoch();
-    let secrets = live::take_all(fork::generation());
+    purge_with(Wait::ForAccesses)
+}
+
+/// Whether a purge waits for accesses in flight on other threads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// As `close` does: [`purge`].
+    ForAccesses,
+    /// Not at all (the panic hook, whose thread may hold a lock such an
+    /// access waits for): a secret with accesses in flight is released as
+    /// the last of them ends (`Settle`), as after a signal's purge.
+    Never,
+}
+
+fn purge_with(wait: Wait) -> usize {
+    let epoch = registry::bump_epoch();
+    let secrets = live::take_all(fork::generation(), epoch);
     let (mut wiped, mut deferred) = (0u64, 0u64);
     for (gate, storage) in &secrets {
         if gate.is_releasing_here() || crate::secret::inside_access(gate) {
@@ -55,12 +73,21 @@ pub fn purge() -> usize {
             deferred += 1;
             continue;
         }
-        if let Some(in_use) = gate.close(|drained| {
+        let release = |drained: &_| {
             let _ = storage.release(drained);
             metrics::count_closed()
-        }) {
-            metrics::closed(in_use);
-            wiped += 1;
+        };
+        let released = match wait {
+            Wait::ForAccesses => gate.close(release),
+            Wait::Never => gate.close_if_idle(release),
+        };
+        match released {
+            Some(in_use) => {
+                metrics::closed(in_use);
+                wiped += 1;
+            }
+            None if wait == Wait::Never => deferred += 1,
+            None => {}
         }
     }
     drop(secrets);
@@ -98,8 +125,9 @@ pub fn purge_and_exit(code: i32) -> ! {
 /// punched out, other pages (anonymous, `memfd_secret`) are replaced in
 /// place by fresh zero pages. Later accesses return [`Error::Purged`] and
 /// copy-path accesses in flight return it too (checked after the copy).
-/// It does not wait for accesses in flight: a window-path closure running
-/// on another thread may read zeros partway through. It closes no secret
+/// It does not wait for accesses in flight: a closure already running, on
+/// either path, may read zeros partway through (the secret's pages or the
+/// thread's scratch buffer), and its access returns `Ok`. It closes no secret
 /// (that takes locks): memory is unmapped and unlocked at each secret's
 /// close or drop. It cannot clear other threads' CPU registers.
 ///
@@ -124,21 +152,30 @@ pub fn purge_on_signals(signals: &[i32]) -> Result<Vec<i32>> {
     Ok(installed)
 }
 
-/// Whether the purge handler is installed for `sig`.
+/// Whether the purge handler is `sig`'s disposition now: `false` once the
+/// program installed a handler of its own in its place (which may or may
+/// not chain to it).
 pub fn purges_on_signal(sig: i32) -> bool {
     signal::is_installed(sig)
 }
 
 /// Install a panic hook that purges ([`purge`]), then calls the hook that
 /// was installed before (the default one prints the message), so every
-/// secret is wiped before the panic unwinds or aborts. A secret the
+/// secret is wiped before the panic unwinds or aborts. It does not wait for
+/// accesses in flight on other threads (one may wait for a lock the
+/// panicking thread releases only as it unwinds): each such secret is
+/// closed to new accesses at once and wiped and released as the last of
+/// them ends. A secret the
 /// panicking thread is accessing is wiped when that access unwinds; with
 /// `panic = "abort"` its bytes are also destroyed in place, as on the
-/// signal path, since the process ends before the access does.
+/// signal path, since the process ends before the access does. The hook's
+/// purge makes no `metrics` or `tracing` call (a panic raised there, by a
+/// recorder or subscriber, would abort the process mid-purge);
+/// [`Stats::purged`](crate::Stats::purged) counts it.
 pub fn purge_on_panic() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        purge();
+        crate::shield::quiet(|| purge_with(Wait::Never));
         if cfg!(panic = "abort") {
             signal::wipe_all_blocked();
         }

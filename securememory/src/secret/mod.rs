@@ -114,7 +114,7 @@ impl Secret {
         epoch: u64,
     ) -> Secret {
         let (gate, storage) = (Arc::new(Gate::new()), Arc::new(storage));
-        crate::storage::live::register(&gate, &storage);
+        crate::storage::live::register(&gate, &storage, epoch);
         Secret {
             gate,
             epoch,
