@@ -9,6 +9,7 @@ use crate::metrics::{self, Stats};
 pub fn stats() -> Stats {
     Stats {
         bytes_locked: budget::locked_bytes(),
+        ready_pages: crate::mem::region::ready_pages(),
         ..metrics::counters()
     }
 }

@@ -83,3 +83,12 @@ pub fn collect_wipes() {
 pub fn take_all_wiped() -> Vec<Vec<u8>> {
     crate::mem::observe::take_all()
 }
+
+/// Keep the pages of closed one-page secrets ready for the next ones (on,
+/// the default) or unmap each at its close (off; turning it off gives the
+/// ready pages back now). For tests of the mapping path itself: injected
+/// failures of a new mapping, or figures that must come back to their start
+/// after every close.
+pub fn keep_ready_pages(on: bool) {
+    crate::mem::region::keep_ready_pages(on);
+}
