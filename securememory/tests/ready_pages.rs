@@ -10,6 +10,13 @@
 //! - the store gives its pages back before the memlock budget refuses a
 //!   request: under a small limit, a full store of another kind changes
 //!   nothing in how many secrets fit.
+//!
+//! Controls (each run against a broken store, then reverted): a release that
+//! records its wipe but does not zero fails the first two ("page not wiped
+//! at close"); one store for every fork generation fails the fork test ("the
+//! child starts with 6 ready pages"); no give-back (neither the budget's
+//! reclaim hook nor the retry of a kernel refusal) fails the budget test (8
+//! secrets fit instead of 14).
 
 #[macro_use]
 mod common;
