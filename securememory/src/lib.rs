@@ -44,6 +44,7 @@ mod options;
 mod pool;
 mod pool_protection;
 mod purge;
+mod ready;
 mod resolve;
 mod secret;
 mod shield;
@@ -66,6 +67,7 @@ pub use purge::{
     purge, purge_and_exit, purge_on_panic, purge_on_signals, purges_on_signal,
     DEFAULT_PURGE_SIGNALS,
 };
+pub use ready::release_ready_pages;
 pub use secret::{scratch_capacity, Secret, SecretReader};
 pub use stats::stats;
 

@@ -33,8 +33,13 @@ pub struct Stats {
     pub allocated: u64,
     /// Secrets created and not yet closed (`secret.inuse`).
     pub in_use: u64,
-    /// Bytes this library holds locked in RAM (`secret.locked.bytes`).
+    /// Bytes this library holds locked in RAM (`secret.locked.bytes`),
+    /// the ready pages below included.
     pub bytes_locked: u64,
+    /// Wiped, locked, `PROT_NONE` pages of closed one-page secrets kept
+    /// for the next ones (at most 64 per backing and layout; given back
+    /// before the memlock budget would refuse a request).
+    pub ready_pages: u64,
     /// Page-protection changes made by access windows (`secret.protection_changes`).
     pub protection_changes: u64,
     /// Requests refused for lack of lockable memory (`secret.lock.refused`).
@@ -72,6 +77,7 @@ pub(crate) fn counters() -> Stats {
         allocated: ALLOCATED.load(Ordering::Relaxed),
         in_use: IN_USE.load(Ordering::Relaxed),
         bytes_locked: 0,
+        ready_pages: 0,
         protection_changes: PROTECTION_CHANGES.load(Ordering::Relaxed),
         lock_refusals: REFUSALS.load(Ordering::Relaxed),
         unlocked_allocations: UNLOCKED.load(Ordering::Relaxed),

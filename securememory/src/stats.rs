@@ -10,6 +10,7 @@ pub fn stats() -> Stats {
     Stats {
         bytes_locked: budget::locked_bytes(),
         sealed_arena_bytes: crate::mem::arena::mapped_bytes(),
+        ready_pages: crate::mem::region::ready_pages(),
         ..metrics::counters()
     }
 }

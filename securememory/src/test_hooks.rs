@@ -111,3 +111,12 @@ pub fn write_sealing_key(s: &Secret, fd: std::os::fd::RawFd) -> crate::error::Re
 pub fn on_fork_child(hook: fn(u64)) {
     crate::mem::fork::on_child(hook);
 }
+
+/// Keep the pages of closed one-page secrets ready for the next ones (on,
+/// the default) or unmap each at its close (off; turning it off gives the
+/// ready pages back now). For tests of the mapping path itself: injected
+/// failures of a new mapping, or figures that must come back to their start
+/// after every close.
+pub fn keep_ready_pages(on: bool) {
+    crate::mem::region::keep_ready_pages(on);
+}

@@ -60,6 +60,9 @@ fn mlock_refused_by_memlock_near_rlimit_as_is_lock_failed() {
             // Warm up every lazy path (and show one secret fits).
             let warm = f.new(&mut [1u8; 32]).unwrap();
             warm.close().unwrap();
+            // Its page, kept ready, is locked memory too: given back, so
+            // the creation below maps and locks a new one.
+            securememory::release_ready_pages();
             // The host program's own locked memory: the whole limit.
             let own = lock_own(limit as usize);
             // Room for the secret's one page, no more.
@@ -140,6 +143,8 @@ child_test! {
         let before = ProtectedFactory::new(Options::default().backend(Backend::Auto)).unwrap();
         assert_eq!(before.options().backend, Backend::MemfdSecret);
         before.new(&mut [1u8; 16]).unwrap().close().unwrap();
+        // No ready page: the next creation asks for a new memfd_secret file.
+        securememory::release_ready_pages();
         common::seccomp::deny(&[(libc::SYS_memfd_secret, libc::EPERM)]).unwrap();
         let old = before.new(&mut [2u8; 16]).map(drop);
         println!("factory made before the filter: {old:?}");

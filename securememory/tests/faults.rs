@@ -313,6 +313,8 @@ child_test! {
     /// mmap, memfd_secret, ftruncate, mprotect, mlock and madvise failing at
     /// each step of a creation, for every constructor and configuration.
     fn creation_fault_at_every_step_leaks_nothing() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         for cfg in all() {
             for len in [100, 10000] {
                 warm_for_creation(&cfg, len);
@@ -337,6 +339,8 @@ child_test! {
     /// EPERM, which the limit cannot explain here, that a filter denied
     /// it); the refusal is counted and nothing leaks.
     fn mlock_refusal_is_lock_failed_with_the_limits() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         let (soft, hard) = memlock();
         for cfg in all() {
             let len = 100;
@@ -394,6 +398,8 @@ child_test! {
     /// `bytes_locked` nor `VmLck`, and works; closing it leaves nothing.
     /// (memfd_secret pages are always locked by the kernel: not applicable.)
     fn mlock_refusal_with_allow_unlocked_goes_on_unlocked() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         for cfg in all().into_iter().filter(|c| c.backend() != Backend::MemfdSecret) {
             let len = 100;
             warm_for_creation(&cfg, len);
@@ -425,6 +431,8 @@ child_test! {
     /// A pool chunk made unlocked for an `AllowUnlocked` factory must not
     /// take the secrets of a factory that requires locked memory.
     fn pooled_secret_that_requires_locking_never_lands_in_an_unlocked_chunk() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         let cfg = all().into_iter().find(|c| c.is_pooled()).unwrap();
         let lax = ProtectedFactory::new(cfg.opts.lock(LockPolicy::AllowUnlocked)).unwrap();
         // Let this thread make its scratch buffer first (staging the random
@@ -448,6 +456,8 @@ child_test! {
     /// with the OS error, and nothing leaked; a guarded `new` whose canary
     /// fails leaves the caller's buffer.
     fn random_failure_is_random_failed() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         for cfg in all() {
             for len in [100, 10000] {
                 // Pooled slots are filled in the scratch buffer: warm the class.
@@ -487,6 +497,8 @@ child_test! {
     /// gives the same error inside an `io::Error`, and the secret stays
     /// hidden, open and usable.
     fn protect_read_failure_opening_a_window() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         for (cfg, len) in windowed() {
             warm_up(&cfg, len);
             let s = create(&cfg.factory(), Ctor::New, len).unwrap();
@@ -525,6 +537,8 @@ child_test! {
     /// for good: `is_closed`, every later access is `Closed`; `close` then
     /// unmaps it and leaves nothing.
     fn protect_none_failure_closing_a_window_wipes_and_closes() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         for (cfg, len) in windowed() {
             warm_up(&cfg, len);
             let base = Footprint::now();
@@ -564,6 +578,8 @@ child_test! {
     /// `close` reports the protection error, not a damaged canary, and the
     /// memory is released all the same.
     fn protect_failure_at_close_still_releases() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         for cfg in all().into_iter().filter(|c| c.backend() != Backend::Memfd) {
             let len = 100;
             warm_up(&cfg, len);
@@ -603,6 +619,8 @@ child_test! {
     /// with pread at close: that failure is reported as `AccessFailed` (not
     /// a damaged canary) and the memory is released all the same.
     fn pread_failure_is_access_failed() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         let failed = |e: &Error| matches!(e, Error::AccessFailed(io) if io.raw_os_error() == Some(EIO));
         // A protection-key pool reads by a user-space copy: no pread to fail.
         for cfg in copy_configs().into_iter().filter(|c| !c.uses_key()) {
@@ -651,6 +669,8 @@ child_test! {
     /// another way (hole punched in the memory file) and the memory is
     /// released all the same.
     fn pwrite_failure_is_access_failed() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         let failed = |e: &Error| matches!(e, Error::AccessFailed(io) if io.raw_os_error() == Some(EIO));
         let pooled = all().into_iter().find(|c| c.is_pooled() && !c.uses_key()).unwrap();
         warm_up(&pooled, 100);
@@ -691,6 +711,8 @@ child_test! {
     /// memfd secret of this process): `MapFailed`, nothing leaked, and the
     /// next creation grows it and works.
     fn memfd_store_growth_failure_is_map_failed() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         let f = ProtectedFactory::default();
         let base = Footprint::now();
         fail_next(FaultOp::Ftruncate, 0, ENOSPC);
@@ -708,6 +730,8 @@ child_test! {
     /// creates the memory file: a typed error naming it, nothing leaked,
     /// the caller's buffer intact.
     fn memfd_create_failure_is_a_typed_error() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         let f = ProtectedFactory::default();
         let base = Footprint::now();
         fail_next(FaultOp::MemfdCreate, 0, libc::EPERM);
@@ -741,6 +765,8 @@ child_test! {
     /// next access makes its buffer and reads the exact bytes. Nothing is
     /// readable at rest.
     fn scratch_failure_is_reported_and_retried() {
+        // The mapping path's faults: every creation maps anew.
+        securememory::test_hooks::keep_ready_pages(false);
         let cfgs = copy_configs();
         let secrets: Vec<Secret> = cfgs.iter().map(|c| create(&c.factory(), Ctor::New, 100).unwrap()).collect();
         assert!(cfgs.iter().any(|c| c.is_pooled()), "a pooled secret is among them");

@@ -298,6 +298,7 @@ fn budget_worker() {
     // The parent's count is its own, unchanged by its children.
     assert_eq!(stats().bytes_locked, used);
     drop(held);
+    securememory::release_ready_pages();
     assert_eq!(stats().bytes_locked, 0);
     println!("fork children (glibc and raw) start with an empty budget and can lock memory");
 }
@@ -332,6 +333,8 @@ fn budget_child(parents: &[Secret], page: u64) -> Result<(), String> {
         ));
     }
     own.close().map_err(|e| format!("close: {e}"))?;
+    // Its page is kept ready (locked) in the child's own store: given back.
+    securememory::release_ready_pages();
     match stats().bytes_locked {
         0 => Ok(()),
         n => Err(format!("bytes_locked {n} after closing the child's secret")),

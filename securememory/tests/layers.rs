@@ -50,6 +50,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("system", 4),
     ("stats", 4),
     ("purge", 4),
+    ("ready", 4),
     ("test_hooks", 4),
     ("", 4),
 ];

@@ -4,7 +4,7 @@
 //! `CAP_IPC_LOCK`, which lifts the limit).
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use super::once::ForkSafeOnce;
 use super::{fork, sys};
@@ -69,11 +69,40 @@ fn applicable_limit() -> Applicable {
     }
 }
 
+/// What gives locked pages back when the budget would refuse a request:
+/// the store of ready pages (`region/store.rs`, above this file, so a
+/// plain `fn() -> bool` registered by it: whether it gave any back).
+static RECLAIM: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Register `f` as the reclaim hook (once; the store's drain).
+pub(crate) fn on_refusal(f: fn() -> bool) {
+    RECLAIM.store(f as *mut (), Ordering::Release);
+}
+
+/// Run the reclaim hook, if any: whether it gave back locked pages.
+fn reclaim() -> bool {
+    let p = RECLAIM.load(Ordering::Acquire);
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null value was stored by `on_refusal` from a
+    // `fn() -> bool`; on Linux function and data pointers have the same
+    // size and representation, and the function lives as long as the program.
+    let f = unsafe { std::mem::transmute::<*mut (), fn() -> bool>(p) };
+    f()
+}
+
+/// Whether `bytes` more would fit in the budget now (does not count them),
+/// after the store of ready pages gave its pages back if it had to.
+pub(crate) fn fits(bytes: u64) -> bool {
+    fits_now(bytes) || (reclaim() && fits_now(bytes))
+}
+
 /// Whether `bytes` more would fit in the budget now (does not count them).
 /// With the limit unknown, only a request of one page does: callers that
 /// can shrink a request (the pool's chunks) then ask the kernel for as
 /// little as possible, and its answer decides.
-pub(crate) fn fits(bytes: u64) -> bool {
+fn fits_now(bytes: u64) -> bool {
     match applicable_limit() {
         Applicable::None => true,
         Applicable::Soft(soft) => locked_bytes() + bytes <= soft,
@@ -133,10 +162,14 @@ pub(crate) fn reserve(bytes: u64) -> Result<(), Error> {
     hook_fork_child();
     let _ = fork::generation();
     let limit = applicable_limit();
-    let counted = LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match limit {
-        Applicable::Soft(soft) if now + bytes > soft => None,
-        _ => Some(now + bytes),
-    });
+    let count = || {
+        LOCKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| match limit {
+            Applicable::Soft(soft) if now + bytes > soft => None,
+            _ => Some(now + bytes),
+        })
+    };
+    // Ready pages are given back before a refusal.
+    let counted = count().or_else(|_| if reclaim() { count() } else { Err(0) });
     if counted.is_err() {
         return Err(lock_error(
             bytes,

@@ -24,7 +24,7 @@
 //! and [`wipe_all`] skips entries of any other process (a fork child holds a
 //! copy of its parent's registry; the parent's mappings are not its own).
 
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Entries per block.
 const BLOCK: usize = 128;
@@ -56,6 +56,9 @@ struct Entry {
     pid: AtomicU64,
     /// The fork generation plus one (the fork sentinel's armed value).
     armed: AtomicU64,
+    /// Set when a [`wipe_all`] replaced or punched these pages: the store of
+    /// ready pages never hands such a mapping out again.
+    purged: AtomicBool,
 }
 
 struct Block {
@@ -82,7 +85,10 @@ pub(crate) fn bump_epoch() -> u64 {
     EPOCH.fetch_add(1, Ordering::AcqRel).wrapping_add(1)
 }
 
-/// A registered mapping; [`unregister`] it before unmapping it.
+/// A registered mapping; [`unregister`] it before unmapping it. Copied only
+/// when the mapping changes owner (a region parked in the store of ready
+/// pages and handed out again): one owner unregisters.
+#[derive(Clone, Copy)]
 pub(crate) struct Ticket(&'static Entry);
 
 fn blocks() -> impl Iterator<Item = &'static Block> {
@@ -108,6 +114,7 @@ fn new_block() -> &'static Block {
                 off: AtomicU64::new(0),
                 pid: AtomicU64::new(0),
                 armed: AtomicU64::new(0),
+                purged: AtomicBool::new(false),
             }
         }; BLOCK],
         used: AtomicUsize::new(0),
@@ -171,8 +178,16 @@ pub(crate) fn register(
     e.off.store(off, Ordering::Relaxed);
     e.pid.store(super::sys::getpid(), Ordering::Relaxed);
     e.armed.store(generation + 1, Ordering::Relaxed);
+    e.purged.store(false, Ordering::Relaxed);
     e.state.store(LIVE, Ordering::Release);
     Ticket(e)
+}
+
+/// Whether a [`wipe_all`] wiped this mapping since it was registered (its
+/// pages may have been replaced by plain anonymous ones), or is wiping it now.
+pub(crate) fn purged(t: &Ticket) -> bool {
+    // Acquire: pairs with the Release that ends the wipe's BUSY hold.
+    t.0.state.load(Ordering::Acquire) != LIVE || t.0.purged.load(Ordering::Relaxed)
 }
 
 /// Take a mapping out of the registry, waiting while a purge on another
@@ -224,6 +239,7 @@ pub(crate) fn wipe_all() -> usize {
                             && armed.is_none_or(|w| w == e.armed.load(Ordering::Relaxed))
                         {
                             wipe_entry(e);
+                            e.purged.store(true, Ordering::Relaxed);
                             wiped += 1;
                         }
                         e.state.store(LIVE, Ordering::Release);

@@ -36,8 +36,18 @@ impl Guarded {
         };
         let mut canary = [0u8; CANARY_LEN];
         sys::fill_random(&mut canary).map_err(Error::RandomFailed)?;
+        if let Some(mut region) = Region::ready(&spec) {
+            // Flush against the trailing guard page, canary just before.
+            let off = region.data_len() - len;
+            super::fill_ready(&mut region, off, &canary, len, src)?;
+            return Ok(Guarded {
+                region,
+                off,
+                canary,
+            });
+        }
         let mut off = 0;
-        let region = Region::create(spec, |data| {
+        let region = Region::create_reusable(spec, |data| {
             // Flush against the trailing guard page, canary just before.
             off = data.len() - len;
             data[off - CANARY_LEN..off].copy_from_slice(&canary);

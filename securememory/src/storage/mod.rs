@@ -79,7 +79,13 @@ impl Storage {
             backing,
             lock: opts.lock,
         };
-        let region = Region::create(spec, |data| src.fill(&mut data[..len]))?;
+        let region = match Region::ready(&spec) {
+            Some(mut region) => {
+                fill_ready(&mut region, 0, &[], len, src)?;
+                region
+            }
+            None => Region::create_reusable(spec, |data| src.fill(&mut data[..len]))?,
+        };
         Ok(Storage(Kind::Pages(region)))
     }
 
@@ -236,6 +242,33 @@ impl Storage {
             Kind::Guarded(g) => g.corrupt_canary(),
             _ => Err(Error::Unsupported("not a guarded secret".into())),
         }
+    }
+}
+
+/// Write a new secret of `len` bytes from `src` at `off` of a ready page
+/// from the store (`region.ready`), with `before` (a canary) just in front:
+/// through the memory file where the page has one and the bytes are the
+/// caller's (no page-table change), else writable for the fill alone. On
+/// error the caller drops the region: wiped and unmapped.
+fn fill_ready(
+    region: &mut Region,
+    off: usize,
+    before: &[u8],
+    len: usize,
+    src: &mut Source<'_>,
+) -> Result<()> {
+    match src {
+        Source::Bytes(b) if region.can_copy() && b.len() == len => {
+            if !before.is_empty() {
+                region.write_ready(off - before.len(), before)?;
+            }
+            region.write_ready(off, b)?;
+            region.ready_done()
+        }
+        _ => region.fill_ready(|data| {
+            data[off - before.len()..off].copy_from_slice(before);
+            src.fill(&mut data[off..off + len])
+        }),
     }
 }
 

@@ -41,7 +41,12 @@ mod memory_file;
 mod registered;
 mod release;
 mod secret_file;
+mod store;
 mod window;
+
+#[cfg(feature = "test-hooks")]
+pub(crate) use store::set_keep as keep_ready_pages;
+pub(crate) use store::{drain as drain_ready, ready_pages};
 
 use super::pkey::Pkey;
 use super::sys::{self, Advice, Prot};
@@ -101,6 +106,12 @@ pub(crate) struct Region {
     hide_failed: AtomicBool,
     /// The entry of the data pages in the purge registry, once mapped.
     ticket: Option<crate::mem::registry::Ticket>,
+    /// Whether its release may park it in the store of ready pages (a
+    /// secret's own page, made whole; see `store.rs`).
+    reusable: bool,
+    /// A ready page dropped unused: wiped when it was parked, so its
+    /// release unmaps without wiping again.
+    wiped_at_rest: bool,
 }
 
 // SAFETY: the raw pointers name a mapping this value owns exclusively; all
@@ -143,6 +154,25 @@ impl Region {
     pub(crate) fn create(
         spec: RegionSpec,
         fill: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+    ) -> Result<Region, Error> {
+        let mut fill = Some(fill);
+        loop {
+            match Region::create_once(spec, &mut fill) {
+                // The kernel refused to lock (the budget gave the ready pages
+                // back already when it was the one to refuse): ready pages
+                // are locked memory too; give them back and ask again.
+                Err(Error::LockFailed { .. } | Error::LimitReached { .. })
+                    if fill.is_some() && store::drain() > 0 => {}
+                r => return r,
+            }
+        }
+    }
+
+    /// One attempt of [`create`](Self::create); `fill` is taken only once
+    /// the pages are mapped and locked.
+    fn create_once(
+        spec: RegionSpec,
+        fill: &mut Option<impl FnOnce(&mut [u8]) -> Result<(), Error>>,
     ) -> Result<Region, Error> {
         let data_len = match round_to_pages(spec.len) {
             Some(n) if n > 0 && n <= MAX_DATA_LEN => n,
@@ -188,18 +218,7 @@ impl Region {
             },
             Backing::SecretFile => Mapped::SecretFile,
         };
-        let mut region = Region {
-            base: std::ptr::null_mut(),
-            total,
-            data: std::ptr::null_mut(),
-            data_len,
-            backing,
-            counted,
-            fork_gen,
-            released: ReleaseOnce::new(),
-            hide_failed: AtomicBool::new(false),
-            ticket: None,
-        };
+        let mut region = Region::empty(total, data_len, backing, counted, fork_gen);
         region.map(spec.guard, spec.lock)?;
         region.ticket = Some(region.register());
         // SAFETY: the whole range is the mapping owned by `region`.
@@ -213,6 +232,7 @@ impl Region {
             // SAFETY: the data pages are mapped read-write (see `map`), owned
             // by `region`, and no other reference to them exists yet.
             let bytes = unsafe { std::slice::from_raw_parts_mut(region.data, data_len) };
+            let fill = fill.take().expect("filled once");
             fill(bytes)?;
         }
         region.set_prot(Prot::None)?;
@@ -230,6 +250,41 @@ impl Region {
             // On failure the region is dropped: wiped, unlocked and unmapped.
             region.tag_with_key(key)?;
         }
+        Ok(region)
+    }
+
+    /// A region value owning nothing mapped yet.
+    fn empty(
+        total: usize,
+        data_len: usize,
+        backing: Mapped,
+        counted: u64,
+        fork_gen: u64,
+    ) -> Region {
+        Region {
+            base: std::ptr::null_mut(),
+            total,
+            data: std::ptr::null_mut(),
+            data_len,
+            backing,
+            counted,
+            fork_gen,
+            released: ReleaseOnce::new(),
+            hide_failed: AtomicBool::new(false),
+            ticket: None,
+            reusable: false,
+            wiped_at_rest: false,
+        }
+    }
+
+    /// [`create`](Self::create) for a secret's own pages: its release may
+    /// park it in the store of ready pages (see [`ready`](Self::ready)).
+    pub(crate) fn create_reusable(
+        spec: RegionSpec,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+    ) -> Result<Region, Error> {
+        let mut region = Region::create(spec, fill)?;
+        region.reusable = true;
         Ok(region)
     }
 

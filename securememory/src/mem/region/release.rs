@@ -26,9 +26,17 @@ impl Region {
     /// The release itself (see [`ReleaseOnce`](crate::mem::release_once::ReleaseOnce)
     /// for the once).
     fn release_now(&self) -> Result<(), Error> {
-        self.unregister();
         let mut wiped = Ok(());
-        if self.fork_gen != fork::generation() {
+        let ours = self.fork_gen == fork::generation();
+        if ours && !self.base.is_null() && !self.wiped_at_rest {
+            wiped = self.wipe();
+            // Wiped and whole: kept mapped (and registered) for the next secret.
+            if wiped.is_ok() && self.park() {
+                return Ok(());
+            }
+        }
+        self.unregister();
+        if !ours {
             if matches!(self.backing, Mapped::Anonymous) && !self.base.is_null() {
                 // SAFETY: private mappings are copied into the child (zeroed by
                 // WIPEONFORK); this one is ours to unmap.
@@ -37,16 +45,6 @@ impl Region {
             return Ok(());
         }
         if !self.base.is_null() {
-            wiped = match self.backing {
-                Mapped::MemoryFile(_) => self.wipe_in(0, self.data_len),
-                _ => self.set_prot(Prot::ReadWrite).map(|()| {
-                    // SAFETY: the pages were just made writable, and the
-                    // caller's proof (see `release`) says no access is in flight.
-                    unsafe { sys::wipe(self.data, self.data_len) }
-                }),
-            };
-            #[cfg(feature = "test-hooks")]
-            crate::mem::observe::wiped(|| self.snapshot());
             // munmap also unlocks, so no separate munlock call is made.
             // SAFETY: the whole mapping is ours and no reference into it remains.
             if let Err(e) = unsafe { sys::munmap(self.base, self.total) } {
@@ -62,6 +60,21 @@ impl Region {
         }
         // A mapping released earlier may be unmappable now.
         crate::mem::stranded::retry();
+        wiped
+    }
+
+    /// Wipe the data pages (test hooks record what is left).
+    fn wipe(&self) -> Result<(), Error> {
+        let wiped = match self.backing {
+            Mapped::MemoryFile(_) => self.wipe_in(0, self.data_len),
+            _ => self.set_prot(Prot::ReadWrite).map(|()| {
+                // SAFETY: the pages were just made writable, and the
+                // caller's proof (see `release`) says no access is in flight.
+                unsafe { sys::wipe(self.data, self.data_len) }
+            }),
+        };
+        #[cfg(feature = "test-hooks")]
+        crate::mem::observe::wiped(|| self.snapshot());
         wiped
     }
 
