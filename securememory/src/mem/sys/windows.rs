@@ -20,8 +20,8 @@ use windows_sys::Win32::System::ErrorReporting::{
 };
 use windows_sys::Win32::System::Memory::{
     VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect, VirtualQuery, MEMORY_BASIC_INFORMATION,
-    MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_GUARD, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
-    PAGE_READONLY, PAGE_READWRITE,
+    MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_GUARD, PAGE_NOACCESS,
+    PAGE_PROTECTION_FLAGS, PAGE_READONLY, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::SystemInformation::{
     GetSystemInfo, GlobalMemoryStatusEx, MEMORYSTATUSEX, SYSTEM_INFO,
