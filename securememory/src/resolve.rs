@@ -101,6 +101,7 @@ pub(crate) fn unavailable_here() -> Vec<&'static str> {
             "Backend::Memfd",
             "Backend::MemfdSecret",
             "Layout::Pooled",
+            "Layout::Sealed",
             "AccessPath::Copy",
             "PoolProtection::ProtectionKey",
         ]);
@@ -129,6 +130,12 @@ fn refuse_off_linux(opts: &Options) -> Result<()> {
     };
     if opts.layout == Layout::Pooled {
         return refuse("Layout::Pooled", "the pool lives in a Linux memory file");
+    }
+    if opts.layout == Layout::Sealed {
+        return refuse(
+            "Layout::Sealed",
+            "its keys live in the pool, a Linux memory file",
+        );
     }
     match opts.backend {
         Backend::Memfd => return refuse("Backend::Memfd", "it is a Linux memory file"),

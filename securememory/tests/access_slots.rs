@@ -15,6 +15,7 @@
 //!   parent's secret at once, frees it, and makes, reads and closes secrets
 //!   of its own (which may land at the freed secret's address) without
 //!   waiting. A hang there is caught by an alarm in the child.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -72,6 +72,7 @@ fn linux_only_options_are_refused_naming_the_platform() {
         Options::default().backend(Backend::Memfd),
         Options::default().backend(Backend::MemfdSecret),
         Options::default().layout(Layout::Pooled),
+        Options::default().layout(Layout::Sealed),
         Options::default().access(AccessPath::Copy),
         Options::default()
             .layout(Layout::Pooled)
@@ -93,4 +94,16 @@ fn windows_refuses_a_process_core_limit() {
         ProtectedFactory::new(opts),
         Err(Error::Unsupported(_))
     ));
+}
+
+/// No POSIX signals on Windows: the signal purge is refused naming the
+/// system, and no signal reports the handler.
+#[cfg(windows)]
+#[test]
+fn windows_refuses_purge_on_signals() {
+    match securememory::purge_on_signals(&securememory::DEFAULT_PURGE_SIGNALS) {
+        Err(Error::Unsupported(why)) => assert!(why.contains("windows"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!securememory::purges_on_signal(2));
 }

@@ -157,6 +157,7 @@ pub const SEALED_LIMIT: u64 = 64 * 1024;
 pub const QUICK_SEALED: u64 = 200_000;
 
 /// Lower the soft `RLIMIT_MEMLOCK` to `bytes` (hard limit unchanged).
+#[cfg(unix)]
 fn set_soft_memlock(bytes: u64) -> Result<(), ChildError> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let now = getrlimit(Resource::Memlock);
@@ -169,6 +170,16 @@ fn set_soft_memlock(bytes: u64) -> Result<(), ChildError> {
         },
     )
     .map_err(|e| ChildError::Limit(e.into()))
+}
+
+/// Windows has no memlock rlimit (the working set bounds locking): the
+/// sealed capacity row reports itself unavailable there.
+#[cfg(windows)]
+fn set_soft_memlock(_bytes: u64) -> Result<(), ChildError> {
+    Err(ChildError::Limit(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "no RLIMIT_MEMLOCK on windows: the sealed capacity row is unavailable",
+    )))
 }
 
 /// Other systems have no Linux capabilities: the memlock limit applies as it is.

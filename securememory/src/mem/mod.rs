@@ -23,6 +23,15 @@ pub(crate) mod release_once;
 pub(crate) mod residue;
 pub(crate) mod scratch;
 pub(crate) mod sentinel;
+#[cfg(unix)]
 pub(crate) mod signal;
+/// Windows has no POSIX signals: no handler; the panic hook's in-place wipe.
+#[cfg(windows)]
+pub(crate) mod signal {
+    /// Run the signal path's wipe outside a handler (the panic hook).
+    pub(crate) fn wipe_all_blocked() -> usize {
+        super::registry::wipe_all()
+    }
+}
 pub(crate) mod stranded;
 pub(crate) mod sys;

@@ -261,48 +261,18 @@ fn wipe_entry(e: &Entry) {
     let addr = e.addr.load(Ordering::Relaxed);
     let len = e.len.load(Ordering::Relaxed);
     if e.wipe.load(Ordering::Relaxed) == Wipe::Punch as u32 {
+        // Only Linux has memory files: no Punch entry exists elsewhere.
         let fd = e.fd.load(Ordering::Relaxed) as i32;
-        // SAFETY: fallocate touches no memory of ours; the range is this
-        // process's memory file range of a live (registered) mapping.
-        let _ = unsafe {
-            libc::fallocate(
-                fd,
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                e.off.load(Ordering::Relaxed) as libc::off_t,
-                len as libc::off_t,
-            )
-        };
+        let _ = super::sys::punch_hole(fd, e.off.load(Ordering::Relaxed), len as u64);
         return;
     }
-    // Fresh zero pages in place of the old ones, which the kernel frees (a
-    // `memfd_secret` page is cleared when freed). No store through the
-    // mapping: its owner may be changing its protection right now, and a
-    // store into pages just made `PROT_NONE` would fault in this handler.
-    // Read-write, so an access in flight through it reads zeros, never
-    // faults.
+    // Fresh zero pages in place of the old ones, with the advice and lock
+    // the old pages had (a scratch region is used again if the process
+    // lives on). No store through the mapping: its owner may be changing
+    // its protection right now, and a store into pages just made
+    // `PROT_NONE` would fault in this handler. Read-write, so an access in
+    // flight through it reads zeros, never faults.
     // SAFETY: `[addr, addr + len)` is a registered mapping, and BUSY keeps
-    // its owner from unmapping it until this returns: MAP_FIXED replaces our
-    // own pages only.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return;
-    }
-    // The advice and lock the old pages had: a scratch region is used again
-    // if the process lives on (a program's handler that returns). Failures
-    // only cost that (the pages hold zeros now).
-    for advice in [libc::MADV_DONTDUMP, libc::MADV_WIPEONFORK] {
-        // SAFETY: advice on the pages just mapped, ours.
-        let _ = unsafe { libc::madvise(p, len, advice) };
-    }
-    // SAFETY: locks the pages just mapped, ours.
-    let _ = unsafe { libc::mlock(p, len) };
+    // its owner from unmapping it until this returns.
+    let _ = unsafe { super::sys::replace_with_zeros(addr as *mut u8, len) };
 }

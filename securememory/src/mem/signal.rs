@@ -14,7 +14,8 @@ use std::io;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Signal numbers are below this (Linux: 64 signals).
+/// Signal numbers are below this (Linux: 64 signals; macOS: 31; FreeBSD's
+/// real-time signals above it are refused).
 const NSIG: usize = 65;
 
 /// The disposition the program had before ours, per signal.
@@ -154,8 +155,12 @@ fn enter(tid: i32, sig: i32, at: usize) -> Option<Option<usize>> {
 }
 
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: `__errno_location` only returns this thread's errno slot.
+    // SAFETY: only returns this thread's errno slot.
+    #[cfg(target_os = "linux")]
     let slot = unsafe { libc::__errno_location() };
+    // SAFETY: as above (macOS and FreeBSD name it `__error`).
+    #[cfg(not(target_os = "linux"))]
+    let slot = unsafe { libc::__error() };
     // SAFETY: the slot is valid for this thread's life.
     let errno = unsafe { *slot };
     // SAFETY: gettid has no preconditions (async-signal-safe).

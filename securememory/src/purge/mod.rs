@@ -25,8 +25,14 @@ use crate::shield::shield;
 
 /// The signals [`purge_on_signals`] is usually given: SIGINT, SIGTERM,
 /// SIGHUP and SIGQUIT.
+#[cfg(unix)]
 pub const DEFAULT_PURGE_SIGNALS: [i32; 4] =
     [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+/// The signals [`purge_on_signals`] is usually given: SIGINT, SIGTERM,
+/// SIGHUP and SIGQUIT by their POSIX numbers (Windows has no POSIX signals:
+/// [`purge_on_signals`] refuses them there).
+#[cfg(windows)]
+pub const DEFAULT_PURGE_SIGNALS: [i32; 4] = [2, 15, 1, 3];
 
 /// Wipe and close every live secret of this process, of every factory,
 /// layout and backend, and return how many this call closed.
@@ -134,7 +140,28 @@ pub fn purge_and_exit(code: i32) -> ! {
 /// # Errors
 /// [`Error::Unsupported`] if `sigaction` refuses a signal (SIGKILL,
 /// SIGSTOP, a number out of range); the signals before it keep their handler.
+///
+/// On Windows, which has no POSIX signals: always [`Error::Unsupported`]
+/// (use [`purge_on_panic`], [`purge_and_exit`], or call [`purge`] from a
+/// console control handler).
 pub fn purge_on_signals(signals: &[i32]) -> Result<Vec<i32>> {
+    #[cfg(unix)]
+    {
+        install_on_signals(signals)
+    }
+    #[cfg(windows)]
+    {
+        let _ = signals;
+        Err(Error::Unsupported(format!(
+            "purge on signals is not available on {}: it has no POSIX signals; \
+             purge_on_panic, purge_and_exit and purge are",
+            std::env::consts::OS
+        )))
+    }
+}
+
+#[cfg(unix)]
+fn install_on_signals(signals: &[i32]) -> Result<Vec<i32>> {
     crate::mem::fork::install();
     let mut installed = Vec::new();
     for &sig in signals {
@@ -156,7 +183,15 @@ pub fn purge_on_signals(signals: &[i32]) -> Result<Vec<i32>> {
 /// program installed a handler of its own in its place (which may or may
 /// not chain to it).
 pub fn purges_on_signal(sig: i32) -> bool {
-    signal::is_installed(sig)
+    #[cfg(unix)]
+    {
+        signal::is_installed(sig)
+    }
+    #[cfg(windows)]
+    {
+        let _ = sig;
+        false
+    }
 }
 
 /// Install a panic hook that purges ([`purge`]), then calls the hook that

@@ -251,6 +251,58 @@ pub(crate) unsafe fn madvise(addr: *mut u8, len: usize, advice: Advice) -> io::R
     }
 }
 
+/// Replace `[addr, addr + len)` in place by fresh private zero pages, the
+/// old ones freed by the kernel (a `memfd_secret` page is cleared when
+/// freed), with the advice and lock the library's own mappings have (no
+/// dump, wiped or not inherited on fork). Nothing is stored through the
+/// mapping, so it works whatever the range's protection. Async-signal-safe
+/// (system calls only, no fault injection). Advice and lock failures are
+/// ignored: the pages hold zeros already.
+///
+/// # Safety
+/// The range must be a mapping the caller owns and that no one unmaps
+/// meanwhile: `MAP_FIXED` replaces whatever is there.
+///
+/// # References
+/// - mmap(2) `MAP_FIXED`; madvise(2); minherit(2) (macOS, FreeBSD); mlock(2)
+pub(crate) unsafe fn replace_with_zeros(addr: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller owns the range and keeps it mapped: MAP_FIXED
+    // replaces its own pages only.
+    let p = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    for advice in [libc::MADV_DONTDUMP, libc::MADV_WIPEONFORK] {
+        // SAFETY: advice on the pages just mapped, ours.
+        let _ = unsafe { libc::madvise(p, len, advice) };
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: changes only dump and fork behaviour of the pages just mapped.
+        let _ = unsafe { libc::madvise(p, len, libc::MADV_NOCORE) };
+        // SAFETY: as above.
+        let _ = unsafe { libc::minherit(p, len, libc::INHERIT_ZERO) };
+    }
+    #[cfg(target_os = "macos")]
+    {
+        // SAFETY: changes only what a fork child inherits of the pages just mapped.
+        let _ = unsafe { libc::minherit(p, len, libc::VM_INHERIT_NONE) };
+    }
+    // SAFETY: locks the pages just mapped, ours.
+    let _ = unsafe { libc::mlock(p, len) };
+    true
+}
+
 /// Write zeros over `[addr, addr + len)` with stores the compiler may not
 /// remove or move past what follows (unlock, unmap); see
 /// [`copy::wipe_raw`](crate::mem::copy::wipe_raw).

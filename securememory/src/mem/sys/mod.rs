@@ -45,8 +45,8 @@ pub(crate) use file::{
 };
 #[cfg(unix)]
 pub(crate) use mapping::{
-    mlock, mmap_anonymous, mmap_shared, mprotect, munmap, page_size, wipe, Advice, LockedMapError,
-    Prot,
+    mlock, mmap_anonymous, mmap_shared, mprotect, munmap, page_size, replace_with_zeros, wipe,
+    Advice, LockedMapError, Prot,
 };
 #[cfg(unix)]
 pub(crate) use process::{

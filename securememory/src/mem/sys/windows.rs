@@ -20,8 +20,8 @@ use windows_sys::Win32::System::ErrorReporting::{
 };
 use windows_sys::Win32::System::Memory::{
     VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect, VirtualQuery, MEMORY_BASIC_INFORMATION,
-    MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_GUARD, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
-    PAGE_READONLY, PAGE_READWRITE,
+    MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_GUARD, PAGE_NOACCESS,
+    PAGE_PROTECTION_FLAGS, PAGE_READONLY, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::SystemInformation::{
     GetSystemInfo, GlobalMemoryStatusEx, MEMORYSTATUSEX, SYSTEM_INFO,
@@ -310,6 +310,32 @@ pub(crate) unsafe fn madvise(addr: *mut u8, len: usize, advice: Advice) -> io::R
 
 /// No fork: nothing is inherited, so no fork sentinel.
 pub(crate) const WIPE_ON_FORK_ZEROES: bool = false;
+
+/// Replace `[addr, addr + len)` in place by zero pages: decommitted (the
+/// old pages are freed) and committed again read-write, then locked. Nothing
+/// is stored through the range, so it works whatever its protection. Lock
+/// failure is ignored: the pages hold zeros already.
+///
+/// # Safety
+/// The range must be committed memory the caller owns and that no one frees
+/// meanwhile.
+///
+/// # References
+/// - VirtualFree `MEM_DECOMMIT`, VirtualAlloc `MEM_COMMIT`, VirtualLock
+pub(crate) unsafe fn replace_with_zeros(addr: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller owns the range; decommitting frees its pages only.
+    if unsafe { VirtualFree(addr.cast(), len, MEM_DECOMMIT) } == 0 {
+        return false;
+    }
+    // SAFETY: commits the range just decommitted, still reserved by us.
+    let p = unsafe { VirtualAlloc(addr.cast(), len, MEM_COMMIT, PAGE_READWRITE) };
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: locks the pages just committed, ours.
+    let _ = unsafe { VirtualLock(p, len) };
+    true
+}
 
 /// Write zeros over `[addr, addr + len)`; see
 /// [`copy::wipe_raw`](crate::mem::copy::wipe_raw).
