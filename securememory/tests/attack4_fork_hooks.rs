@@ -3,6 +3,8 @@
 //! refused loudly and every registered one still runs, the library's own
 //! (the budget starts at zero, the memory file's descriptor is closed) in
 //! a child of `fork()` and in a raw fork child at its first library call.
+// Linux only: uses Linux interfaces (procfs, fork, capabilities, rlimits).
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -5,6 +5,8 @@
 //! `purge_on_signals` given signals it cannot handle.
 //!
 //! Each test runs in a child process of its own (a purge is process-wide).
+// Linux only: uses Linux interfaces (procfs, fork, capabilities, rlimits).
+#![cfg(target_os = "linux")]
 
 mod common;
 

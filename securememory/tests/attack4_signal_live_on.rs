@@ -4,6 +4,8 @@
 //! locked and left out of core dumps again, new secrets of every
 //! configuration work, and the counts come back once everything is
 //! dropped; and a signal that lands in a creation on the creating thread.
+// Linux only: uses Linux interfaces (procfs, fork, capabilities, rlimits).
+#![cfg(target_os = "linux")]
 
 mod common;
 

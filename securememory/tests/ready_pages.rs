@@ -17,6 +17,8 @@
 //! child starts with 6 ready pages"); no give-back (neither the budget's
 //! reclaim hook nor the retry of a kernel refusal) fails the budget test (8
 //! secrets fit instead of 14).
+// Linux only: uses Linux interfaces (procfs, fork, capabilities, rlimits).
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

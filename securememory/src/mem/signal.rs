@@ -113,7 +113,7 @@ pub(crate) fn is_installed(sig: i32) -> bool {
 /// overflows. Another signal nested there (the program's handler unblocked
 /// it) runs in full.
 const RUNNING: usize = 64;
-static RUNNING_TID: [AtomicI32; RUNNING] = [const { AtomicI32::new(0) }; RUNNING];
+static RUNNING_TID: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
 static RUNNING_AT: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
 static RUNNING_SIG: [AtomicI32; RUNNING] = [const { AtomicI32::new(0) }; RUNNING];
 
@@ -126,7 +126,7 @@ const NESTED_WITHIN: usize = 1 << 20;
 /// is not above a later run's frame on the same stack, so it is replaced.
 /// Atomics only: async-signal-safe. A thread finding no free slot runs
 /// unrecorded (`Some(None)`).
-fn enter(tid: i32, sig: i32, at: usize) -> Option<Option<usize>> {
+fn enter(tid: usize, sig: i32, at: usize) -> Option<Option<usize>> {
     for (i, t) in RUNNING_TID.iter().enumerate() {
         if t.load(Ordering::Acquire) == tid {
             let outer = RUNNING_AT[i].load(Ordering::Acquire);
@@ -154,6 +154,21 @@ fn enter(tid: i32, sig: i32, at: usize) -> Option<Option<usize>> {
     Some(None)
 }
 
+/// The calling thread's id, never 0, read with no lock or allocation.
+#[cfg(target_os = "linux")]
+fn this_thread() -> usize {
+    // SAFETY: gettid has no preconditions (async-signal-safe).
+    unsafe { libc::syscall(libc::SYS_gettid) as usize }
+}
+
+/// The calling thread's id, never 0 (`pthread_self` reads the thread
+/// pointer: no lock, no allocation).
+#[cfg(not(target_os = "linux"))]
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
+
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: only returns this thread's errno slot.
     #[cfg(target_os = "linux")]
@@ -163,8 +178,7 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     let slot = unsafe { libc::__error() };
     // SAFETY: the slot is valid for this thread's life.
     let errno = unsafe { *slot };
-    // SAFETY: gettid has no preconditions (async-signal-safe).
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    let tid = this_thread();
     let frame = 0u8;
     let at = std::ptr::addr_of!(frame) as usize;
     if let Some(running) = enter(tid, sig, at) {
