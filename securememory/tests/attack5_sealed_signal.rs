@@ -51,7 +51,7 @@ fn sealed_secrets_made_after_a_signal_purge_get_a_live_key() {
         };
         purge_on_signals(&[libc::SIGUSR1]).expect("install");
         let f = ProtectedFactory::new(Options::default().layout(Layout::Sealed)).expect("factory");
-        let before = f.new(&mut *b"made before the purge".to_vec()).expect("new");
+        let before = f.new(&mut b"made before the purge".to_vec()).expect("new");
         assert!(
             key_of(&before).iter().any(|&b| b != 0),
             "control: a random key"
@@ -60,7 +60,7 @@ fn sealed_secrets_made_after_a_signal_purge_get_a_live_key() {
         unsafe { libc::raise(libc::SIGUSR1) };
         assert!(matches!(before.with_bytes(|_| ()), Err(Error::Purged)));
         let after = f
-            .new(&mut *b"made after the purge".to_vec())
+            .new(&mut b"made after the purge".to_vec())
             .expect("new after");
         assert_eq!(
             after.with_bytes(|b| b.to_vec()).unwrap(),
