@@ -261,6 +261,13 @@ impl Sealed {
         });
         match opened {
             Ok(Ok(())) => Ok(()),
+            // A purge since the key was made (the signal path zeroes its
+            // page, perhaps during this very open): no tampering, and the
+            // secret, made no later than its key, is purged.
+            Ok(Err(_)) if self.key.epoch != registry::epoch() => {
+                out.zeroize();
+                Err(Error::Purged)
+            }
             Ok(Err(_)) => {
                 out.zeroize();
                 metrics::seal_failed();
