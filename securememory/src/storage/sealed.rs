@@ -31,7 +31,7 @@
 //! or copied into another secret's slot fails to open.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit, Nonce, Tag};
 use aes_gcm::{Aes256Gcm, Key};
@@ -42,6 +42,7 @@ use crate::mem::arena::{self, ArenaSlot};
 use crate::mem::fork;
 use crate::mem::memfile::GENERATIONS;
 use crate::mem::pkey::Pkey;
+use crate::mem::registry;
 use crate::mem::residue;
 use crate::mem::scratch::{self, Placement};
 use crate::metrics;
@@ -59,21 +60,28 @@ pub(crate) const MAX_LEN: usize = 4096;
 /// Associated data: this label, then the secret's id and length.
 const AD_LABEL: &[u8; 16] = b"securememory-sv1";
 
-/// The sealing key of one fork generation: a locked pool slot, and the
-/// counter its nonces come from.
+/// The sealing key of one fork generation: a locked pool slot, the
+/// counter its nonces come from, and the purge epoch it was made in.
 struct SealKey {
     slot: Slot,
     next: AtomicU64,
+    epoch: u64,
 }
 
-/// Per fork generation, one key in `PROT_NONE` pool pages (`[g][0]`) and
-/// one in keyed pool pages (`[g][1]`). Only ever set, never initialised
-/// in place: a fork child copied mid-set is on a generation of its own.
-static KEYS: [[OnceLock<SealKey>; 2]; GENERATIONS] =
-    [const { [const { OnceLock::new() }; 2] }; GENERATIONS];
+/// Per fork generation, the key in `PROT_NONE` pool pages (`[g][0]`) and
+/// the one in keyed pool pages (`[g][1]`). A fork child copied while a
+/// parent thread held a lock is on a generation of its own.
+///
+/// A key is replaced after a purge: the signal path replaces its pool page
+/// with zeros, and a secret sealed under a zeroed key would be plaintext to
+/// whoever reads the arena. The old key is leaked, never freed: secrets
+/// sealed under it (all purged) still point at it.
+static KEYS: [[Mutex<Option<&'static SealKey>>; 2]; GENERATIONS] =
+    [const { [const { Mutex::new(None) }; 2] }; GENERATIONS];
 
 /// This generation's sealing key for pool pages protected with `pkey` (or
-/// `PROT_NONE`), made on first use. Made outside any lock: two threads
+/// `PROT_NONE`), made on first use and after each purge. Made outside the
+/// lock (the pool may call user code: a metrics recorder): two threads
 /// racing both make one, the loser's is wiped and given back.
 fn seal_key(pkey: Option<Pkey>) -> Result<&'static SealKey> {
     let gen = fork::generation() as usize;
@@ -82,7 +90,10 @@ fn seal_key(pkey: Option<Pkey>) -> Result<&'static SealKey> {
             "sealed layout: fork chain deeper than {GENERATIONS} processes"
         ))
     })?[usize::from(pkey.is_some())];
-    if let Some(k) = cell.get() {
+    // Read before the key is made: a purge while it is made leaves it stale.
+    let epoch = registry::epoch();
+    let current = || *cell.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = current().filter(|k| k.epoch == epoch) {
         return Ok(k);
     }
     // This thread's scratch first: every access needs one, and under a
@@ -93,11 +104,25 @@ fn seal_key(pkey: Option<Pkey>) -> Result<&'static SealKey> {
     // process shares this key.
     let slot = pool::create(KEY_LEN, &mut Source::Random, LockPolicy::Require, pkey)?;
     drop(warm);
-    let _ = cell.set(SealKey {
+    let mut made = Some(SealKey {
         slot,
         next: AtomicU64::new(0),
+        epoch,
     });
-    Ok(cell.get().expect("set above, by this thread or another"))
+    let key = {
+        let mut c = cell.lock().unwrap_or_else(|p| p.into_inner());
+        match *c {
+            Some(k) if k.epoch >= epoch => k,
+            _ => {
+                let k: &'static SealKey = Box::leak(Box::new(made.take().expect("made above")));
+                *c = Some(k);
+                k
+            }
+        }
+    };
+    // The loser's key, wiped and given back outside the lock.
+    drop(made);
+    Ok(key)
 }
 
 impl SealKey {
@@ -236,6 +261,13 @@ impl Sealed {
         });
         match opened {
             Ok(Ok(())) => Ok(()),
+            // A purge since the key was made (the signal path zeroes its
+            // page, perhaps during this very open): no tampering, and the
+            // secret, made no later than its key, is purged.
+            Ok(Err(_)) if self.key.epoch != registry::epoch() => {
+                out.zeroize();
+                Err(Error::Purged)
+            }
             Ok(Err(_)) => {
                 out.zeroize();
                 metrics::seal_failed();
