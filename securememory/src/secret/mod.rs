@@ -2,7 +2,6 @@
 //! ([`SecretReader`], in `reader.rs`): a pair that names each other, so one
 //! module.
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,7 +16,10 @@ use crate::options::{AccessPath, LockPolicy};
 use crate::shield::shield;
 use crate::storage::{Released, Storage};
 
+mod active;
 mod reader;
+pub(crate) use active::inside_access;
+use active::Active;
 pub use reader::SecretReader;
 
 /// Where a copy-path access puts the bytes (see `Secret::copies`).
@@ -27,57 +29,6 @@ enum Through {
     Scratch,
     /// The caller's buffer (`read_at`, the reader's primitive).
     CallersBuffer,
-}
-
-/// The deepest nesting of accesses tracked per thread.
-const MAX_NESTING: usize = 32;
-
-/// Gates of the secrets this thread is inside an access of, so that `close`
-/// from inside an access fails instead of waiting for itself.
-struct ActiveStack {
-    depth: Cell<usize>,
-    gates: [Cell<usize>; MAX_NESTING],
-}
-
-thread_local! {
-    static ACTIVE: ActiveStack = const {
-        ActiveStack {
-            depth: Cell::new(0),
-            gates: [const { Cell::new(0) }; MAX_NESTING],
-        }
-    };
-}
-
-/// Marks this thread as inside an access of one secret until dropped.
-struct Active;
-
-impl Active {
-    #[inline]
-    fn push(gate: &Gate) -> Result<Active> {
-        ACTIVE.with(|a| {
-            let depth = a.depth.get();
-            if depth == MAX_NESTING {
-                return Err(Error::NestingTooDeep(MAX_NESTING));
-            }
-            a.gates[depth].set(gate as *const Gate as usize);
-            a.depth.set(depth + 1);
-            Ok(Active)
-        })
-    }
-
-    fn contains(gate: &Gate) -> bool {
-        let me = gate as *const Gate as usize;
-        ACTIVE
-            .try_with(|a| a.gates[..a.depth.get()].iter().any(|g| g.get() == me))
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for Active {
-    #[inline]
-    fn drop(&mut self) {
-        let _ = ACTIVE.try_with(|a| a.depth.set(a.depth.get() - 1));
-    }
 }
 
 /// A secret held in protected memory. Create one with a
@@ -456,12 +407,6 @@ impl Drop for Settle<'_> {
             self.0.finish_purge();
         }
     }
-}
-
-/// Whether this thread is inside an access of the secret with this gate (a
-/// purge cannot wait for it).
-pub(crate) fn inside_access(gate: &Gate) -> bool {
-    Active::contains(gate)
 }
 
 impl Drop for Secret {
