@@ -43,7 +43,7 @@ impl Active {
         })
     }
 
-    fn contains(gate: &Gate) -> bool {
+    pub(super) fn contains(gate: &Gate) -> bool {
         let me = gate as *const Gate as usize;
         ACTIVE
             .try_with(|a| a.gates[..a.depth.get()].iter().any(|g| g.get() == me))
