@@ -21,6 +21,7 @@ mod bsd;
 mod file;
 #[cfg(unix)]
 mod mapping;
+mod portable;
 #[cfg(unix)]
 mod process;
 #[cfg(windows)]
@@ -48,10 +49,11 @@ pub(crate) use mapping::{
     mlock, mmap_anonymous, mmap_shared, mprotect, munmap, page_size, replace_with_zeros, wipe,
     Advice, LockedMapError, Prot,
 };
+pub(crate) use portable::{fill_random, Limit};
 #[cfg(unix)]
 pub(crate) use process::{
-    address_space_limit, core_limit, disable_core_dumps, fill_random, getpid, memlock_limit,
-    nofile_limit, physical_memory, register_atfork, yield_now, Limit,
+    address_space_limit, core_limit, disable_core_dumps, getpid, memlock_limit, nofile_limit,
+    physical_memory, register_atfork, yield_now,
 };
 
 // The calls that differ: Linux's, or their macOS/FreeBSD counterparts.

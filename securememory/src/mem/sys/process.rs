@@ -5,7 +5,7 @@ use std::io;
 
 use super::last_error;
 use super::mapping::page_size;
-use crate::mem::inject::{self, Op};
+use super::Limit;
 use crate::mem::once::ForkSafeOnce;
 
 /// Bytes of physical memory in the machine, if the kernel says.
@@ -19,27 +19,6 @@ pub(crate) fn physical_memory() -> Option<u64> {
         let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
         (pages > 0).then(|| pages as u64 * page_size() as u64)
     })
-}
-
-/// Fill `buf` from the operating system's CSPRNG.
-///
-/// # References
-/// - getrandom(2)
-pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {
-    inject::check(Op::Random)?;
-    getrandom::fill(buf).map_err(|e| match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::other(e.to_string()),
-    })
-}
-
-/// A resource limit's soft and hard values; `None` means unlimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limit {
-    /// The soft limit, the one the kernel enforces.
-    pub soft: Option<u64>,
-    /// The hard limit, the ceiling an unprivileged process may raise the soft limit to.
-    pub hard: Option<u64>,
 }
 
 fn to_limit(v: libc::rlim_t) -> Option<u64> {

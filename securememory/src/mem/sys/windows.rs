@@ -28,6 +28,7 @@ use windows_sys::Win32::System::SystemInformation::{
 };
 use windows_sys::Win32::System::Threading::GetCurrentProcessId;
 
+use super::Limit;
 use crate::mem::inject::{self, Op};
 use crate::mem::once::ForkSafeOnce;
 
@@ -413,27 +414,6 @@ pub(crate) fn file_id(_fd: RawFd) -> Option<(u64, u64)> {
 /// No descriptors on Windows.
 pub(crate) fn close_raw(_fd: RawFd) {}
 
-/// Fill `buf` from the system CSPRNG (`ProcessPrng`, through `getrandom`).
-pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {
-    inject::check(Op::Random)?;
-    getrandom::fill(buf).map_err(|e| match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::other(e.to_string()),
-    })
-}
-
-/// A resource limit's soft and hard values; `None` means unlimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limit {
-    /// The soft limit, the one the kernel enforces.
-    pub soft: Option<u64>,
-    /// The hard limit, the ceiling an unprivileged process may raise the soft limit to.
-    pub hard: Option<u64>,
-}
-
-/// Windows has no `RLIMIT_MEMLOCK`: `VirtualLock` is bounded by the
-/// minimum working set instead, so the limit is unknown and the system's
-/// answer decides.
 pub(crate) fn memlock_limit() -> io::Result<Limit> {
     Err(unsupported("RLIMIT_MEMLOCK"))
 }
