@@ -47,6 +47,7 @@ mod purge;
 mod ready;
 mod resolve;
 mod secret;
+mod shard;
 mod shield;
 mod source;
 mod stats;

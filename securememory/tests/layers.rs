@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("shield", 0),
     ("metrics", 0),
     ("hazard", 0),
+    ("shard", 0),
     ("access", 0),
     ("options", 0),
     ("lock_point", 0),

@@ -33,8 +33,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{AeadInPlace, KeyInit, Nonce, Tag};
-use aes_gcm::{Aes256Gcm, Key};
+use aes_gcm::aes::Aes256Enc;
+use aes_gcm::{AesGcm, Key};
 use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
@@ -49,6 +51,12 @@ use crate::metrics;
 use crate::options::LockPolicy;
 use crate::pool::{self, Slot};
 use crate::source::Source;
+
+/// AES-256-GCM with a 96-bit nonce (`aes_gcm::Aes256Gcm`), keyed with the
+/// encryption schedule alone: GCM never runs the block cipher backwards,
+/// and expanding the decryption schedule too (as `Aes256Gcm` does) cost
+/// about 50 ns of every sealed access and creation.
+type Aes256Gcm = AesGcm<Aes256Enc, U12>;
 
 /// Bytes of the sealing key.
 const KEY_LEN: usize = 32;

@@ -13,7 +13,10 @@
 //!
 //! Bounds and give-back:
 //! - at most [`PER_KIND`] (64) pages per kind (backing, with or without
-//!   guard pages); past it a release unmaps as before;
+//!   guard pages), on [`SHARDS`] shelves of equal size: a thread parks on
+//!   and takes from its own shelf first, so threads creating and closing
+//!   at once mostly take different locks; past the bound a release unmaps
+//!   as before;
 //! - the pages stay counted in the memlock budget; a request the budget
 //!   would refuse first empties the store ([`drain`], the budget's reclaim
 //!   hook) and is asked again;
@@ -52,6 +55,10 @@ const GENERATIONS: usize = crate::mem::memfile::GENERATIONS;
 /// Kinds: three backings, with or without guard pages.
 const KINDS: usize = 6;
 
+/// Shelves per kind, and the pages each holds.
+const SHARDS: usize = 4;
+const PER_SHELF: usize = PER_KIND / SHARDS;
+
 /// A parked region: what it owns, without the once-only release state.
 #[derive(Clone, Copy)]
 struct Parked {
@@ -68,16 +75,18 @@ struct Parked {
 unsafe impl Send for Parked {}
 
 struct Shelf {
-    pages: [Option<Parked>; PER_KIND],
+    pages: [Option<Parked>; PER_SHELF],
     len: usize,
 }
 
-static SHELVES: [[Mutex<Shelf>; KINDS]; GENERATIONS] = [const {
+static SHELVES: [[[Mutex<Shelf>; SHARDS]; KINDS]; GENERATIONS] = [const {
     [const {
-        Mutex::new(Shelf {
-            pages: [None; PER_KIND],
-            len: 0,
-        })
+        [const {
+            Mutex::new(Shelf {
+                pages: [None; PER_SHELF],
+                len: 0,
+            })
+        }; SHARDS]
     }; KINDS]
 }; GENERATIONS];
 
@@ -90,9 +99,23 @@ fn kind(backing: Mapped, guard: bool) -> usize {
     b * 2 + usize::from(guard)
 }
 
-fn shelf(generation: u64, kind: usize) -> Option<std::sync::MutexGuard<'static, Shelf>> {
-    let m = SHELVES.get(usize::try_from(generation).ok()?)?.get(kind)?;
+fn shelf(
+    generation: u64,
+    kind: usize,
+    shard: usize,
+) -> Option<std::sync::MutexGuard<'static, Shelf>> {
+    let m = SHELVES
+        .get(usize::try_from(generation).ok()?)?
+        .get(kind)?
+        .get(shard)?;
     Some(m.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The shelves of a kind in the order this thread tries them: its own,
+/// then the others.
+fn my_shards() -> impl Iterator<Item = usize> {
+    let mine = crate::shard::this_thread(SHARDS);
+    (0..SHARDS).map(move |i| (mine + i) % SHARDS)
 }
 
 /// Register [`drain`] as the budget's reclaim hook, once, before the
@@ -135,23 +158,27 @@ impl Region {
             return false;
         }
         hook_budget();
-        let Some(mut s) = shelf(generation, kind(self.backing, self.guarded())) else {
-            return false;
-        };
-        if s.len == PER_KIND {
-            return false;
+        let k = kind(self.backing, self.guarded());
+        for shard in my_shards() {
+            let Some(mut s) = shelf(generation, k, shard) else {
+                return false;
+            };
+            if s.len == PER_SHELF {
+                continue;
+            }
+            let at = s.len;
+            s.pages[at] = Some(Parked {
+                base: self.base,
+                total: self.total,
+                data: self.data,
+                backing: self.backing,
+                counted: self.counted,
+                ticket,
+            });
+            s.len += 1;
+            return true;
         }
-        let at = s.len;
-        s.pages[at] = Some(Parked {
-            base: self.base,
-            total: self.total,
-            data: self.data,
-            backing: self.backing,
-            counted: self.counted,
-            ticket,
-        });
-        s.len += 1;
-        true
+        false
     }
 
     /// A ready region for `spec` from the store, if `spec` asks for one
@@ -177,16 +204,17 @@ impl Region {
             super::Backing::SecretFile => 2,
         };
         let generation = fork::generation();
+        let k = b * 2 + usize::from(guard);
         loop {
-            let p = {
-                let mut s = shelf(generation, b * 2 + usize::from(guard))?;
+            let p = my_shards().find_map(|shard| {
+                let mut s = shelf(generation, k, shard)?;
                 if s.len == 0 {
                     return None;
                 }
                 s.len -= 1;
                 let at = s.len;
-                s.pages[at].take()?
-            };
+                s.pages[at].take()
+            })?;
             let region = Region::from_parked(p, generation);
             if registry::purged(&p.ticket) {
                 // Its pages may be plain ones now: give them back (drop).
@@ -272,10 +300,10 @@ fn drain_any() -> bool {
 pub(crate) fn drain() -> u64 {
     let generation = fork::generation();
     let mut any = 0;
-    for k in 0..KINDS {
+    for (k, shard) in (0..KINDS).flat_map(|k| (0..SHARDS).map(move |s| (k, s))) {
         loop {
             let p = {
-                let Some(mut s) = shelf(generation, k) else {
+                let Some(mut s) = shelf(generation, k, shard) else {
                     return any;
                 };
                 if s.len == 0 {
@@ -298,6 +326,7 @@ pub(crate) fn drain() -> u64 {
 pub(crate) fn ready_pages() -> u64 {
     let generation = fork::generation();
     (0..KINDS)
-        .filter_map(|k| shelf(generation, k).map(|s| s.len as u64))
+        .flat_map(|k| (0..SHARDS).map(move |s| (k, s)))
+        .filter_map(|(k, shard)| shelf(generation, k, shard).map(|s| s.len as u64))
         .sum()
 }
