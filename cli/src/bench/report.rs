@@ -10,6 +10,9 @@ use serde::Serialize;
 use super::capacity::Capacity;
 use super::measure::{Plan, Samples};
 use crate::units::Bytes;
+use targets::Target;
+
+mod targets;
 
 /// One measured row, before the floor is known.
 pub struct Timing {
@@ -108,18 +111,6 @@ pub struct Report {
     notes: Vec<String>,
 }
 
-/// One target of issue 12 checked against this run's rows.
-#[derive(Clone, Debug, Serialize)]
-pub struct Target {
-    /// What is compared, in words.
-    pub what: String,
-    /// The figure this run measured (`null` where a row was not run).
-    pub value: Option<f64>,
-    /// The target: `value` must be at most this.
-    pub at_most: f64,
-    pub met: Option<bool>,
-}
-
 #[derive(Serialize)]
 struct Json<'a> {
     floor_ns: f64,
@@ -134,24 +125,6 @@ struct Json<'a> {
     pooled_vs_page_new_close: Option<f64>,
     /// `null` where the machine has no protection keys.
     pooled_pkey_vs_page_new_close: Option<f64>,
-}
-
-impl Target {
-    fn new(what: String, value: Option<f64>, at_most: f64) -> Target {
-        Target {
-            what,
-            value,
-            at_most,
-            met: value.map(|v| v <= at_most),
-        }
-    }
-}
-
-/// One target of issue 12 for `new_close`, as this run found it.
-struct NewCloseTarget {
-    imp: &'static str,
-    what: String,
-    met: bool,
 }
 
 /// The error up to its first full stop (the rest is advice on raising limits).
@@ -209,36 +182,6 @@ impl Report {
         self.rows.iter().map(|r| r.threads).filter(|&t| t > 1).max()
     }
 
-    /// Issue 12's access targets against this run: the window path with
-    /// every core on one secret at most 0.30x the floor (item 1), and the
-    /// copy path and keyed pool on every core at most 0.6x their one-thread
-    /// row (item 3: reads scale with cores).
-    fn targets(&self) -> Vec<Target> {
-        let n = self.parallel();
-        let mut v = Vec::new();
-        for imp in ["anonymous-window", "memfd_secret"] {
-            let value = n
-                .and_then(|n| self.ns("with_bytes", imp, n))
-                .map(|ns| ns / self.floor_ns);
-            v.push(Target::new(
-                format!("with_bytes {imp}, {} threads, x floor", n.unwrap_or(2)),
-                value,
-                0.30,
-            ));
-        }
-        for imp in ["protected", "pooled-pkey"] {
-            let value = n.and_then(|n| {
-                Some(self.ns("with_bytes", imp, n)? / self.ns("with_bytes", imp, 1)?)
-            });
-            v.push(Target::new(
-                format!("with_bytes {imp}, {} threads / 1 thread", n.unwrap_or(2)),
-                value,
-                0.6,
-            ));
-        }
-        v
-    }
-
     /// The real client's overhead per impl, one thread: (impl, ns over the
     /// plain-array key, that ns as a ratio of the plain row).
     fn client_overhead(&self) -> Vec<(&str, f64, f64)> {
@@ -251,35 +194,6 @@ impl Report {
             .filter(|r| r.name == name && r.threads == 1 && r.imp != super::client::PLAIN)
             .map(|r| (r.imp, r.ns_per_op - plain, r.ns_per_op / plain))
             .collect()
-    }
-
-    /// The targets of issue 12 for `new_close` (one-page secrets made from
-    /// the store of ready pages), each with what this run measured: the
-    /// one-thread ratio to the floor against its cap, and the two-thread
-    /// ns/op against the one-thread ns/op (no worse). Rows not run are left out.
-    fn new_close_targets(&self) -> Vec<NewCloseTarget> {
-        let mut out = Vec::new();
-        for (imp, cap) in [("protected", 1.5), ("guarded", 1.5), ("memfd_secret", 3.0)] {
-            let Some(one) = self.ns("new_close", imp, 1) else {
-                continue;
-            };
-            let ratio = one / self.floor_ns;
-            out.push(NewCloseTarget {
-                imp,
-                what: format!("1 thread {ratio:.2}x floor (target <= {cap}x)"),
-                met: ratio <= cap,
-            });
-            if let Some(two) = self.ns("new_close", imp, 2) {
-                out.push(NewCloseTarget {
-                    imp,
-                    what: format!(
-                        "2 threads {two:.0} ns/op vs 1 thread {one:.0} ns/op (target: no worse)"
-                    ),
-                    met: two <= one,
-                });
-            }
-        }
-        out
     }
 
     /// The JSON object (`--json`).
@@ -401,28 +315,7 @@ impl fmt::Display for Report {
                 )?;
             }
         }
-        writeln!(f, "issue 12 targets (ns/op ratios of this run):")?;
-        for t in self.targets() {
-            match (t.value, t.met) {
-                (Some(v), Some(met)) => writeln!(
-                    f,
-                    "  {:<48} {v:>5.2} (at most {:.2}): {}",
-                    t.what,
-                    t.at_most,
-                    if met { "met" } else { "MISSED" }
-                )?,
-                _ => writeln!(f, "  {:<48}  not run here", t.what)?,
-            }
-        }
-        for t in self.new_close_targets() {
-            writeln!(
-                f,
-                "target new_close {}: {}: {}",
-                t.imp,
-                t.what,
-                if t.met { "met" } else { "MISSED" }
-            )?;
-        }
+        self.write_targets(f)?;
         for n in &self.notes {
             writeln!(f, "NOTE: {n}")?;
         }
