@@ -1,9 +1,12 @@
 //! The purge's signal handler: wipe every registered mapping
 //! ([`registry::wipe_all`](super::registry::wipe_all)), then let the signal
 //! take its course as if the handler had not been there: the handler the
-//! program had installed is called; with none (the default action), the
-//! default is restored and the signal raised again, so the process ends the
-//! way that signal ends it (SIGQUIT still dumps core).
+//! program had installed is called as the kernel would have called it (its
+//! `sa_mask` and `SA_NODEFER` make the signal mask it runs with, and a
+//! one-shot `SA_RESETHAND` handler runs once, the default action after it);
+//! with none (the default action), the default is restored and the signal
+//! raised again, so the process ends the way that signal ends it (SIGQUIT
+//! still dumps core).
 //!
 //! Everything the handler does is an atomic load or store or a system call
 //! (`getpid`, `mmap`, `fallocate`, `sched_yield`, `sigaction`,
@@ -11,25 +14,76 @@
 //! the program's own previous handler. It saves and restores `errno`.
 
 use std::io;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Signal numbers are below this (Linux: 64 signals; macOS: 31; FreeBSD's
 /// real-time signals above it are refused).
 const NSIG: usize = 65;
 
-/// The disposition the program had before ours, per signal.
+/// Words of a `sigset_t` kept per signal (Linux's is 128 bytes; the
+/// others' are smaller).
+const MASK_WORDS: usize = std::mem::size_of::<libc::sigset_t>().div_ceil(8);
+
+/// The disposition the program had before ours, per signal: its handler,
+/// flags and mask (the mask as the words of a `sigset_t`, so that the
+/// handler reads it with atomic loads only).
 struct Prev {
     handler: AtomicUsize,
     flags: AtomicUsize,
+    mask: [AtomicU64; MASK_WORDS],
 }
 
 static PREV: [Prev; NSIG] = [const {
     Prev {
         handler: AtomicUsize::new(libc::SIG_DFL),
         flags: AtomicUsize::new(0),
+        mask: [const { AtomicU64::new(0) }; MASK_WORDS],
     }
 }; NSIG];
+
+impl Prev {
+    fn store_mask(&self, set: &libc::sigset_t) {
+        let mut words = [0u64; MASK_WORDS];
+        // SAFETY: copies the bytes of a valid sigset_t into an array at
+        // least as large; the two do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (set as *const libc::sigset_t).cast::<u8>(),
+                words.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of::<libc::sigset_t>(),
+            )
+        };
+        for (w, v) in self.mask.iter().zip(words) {
+            w.store(v, Ordering::Release);
+        }
+    }
+
+    /// Add the remembered mask's signals to `set`.
+    fn add_mask_to(&self, set: &mut libc::sigset_t) {
+        let words: [u64; MASK_WORDS] =
+            std::array::from_fn(|i| self.mask[i].load(Ordering::Acquire));
+        // SAFETY: plain old data; all-zero is valid.
+        let mut remembered: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: fills a valid sigset_t from an array at least as large
+        // (the bytes `store_mask` copied out of one).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                words.as_ptr().cast::<u8>(),
+                (&mut remembered as *mut libc::sigset_t).cast::<u8>(),
+                std::mem::size_of::<libc::sigset_t>(),
+            )
+        };
+        for sig in 1..NSIG as libc::c_int {
+            // SAFETY: both sets are valid; `sig` is in range (sigismember
+            // and sigaddset are async-signal-safe).
+            if unsafe { libc::sigismember(&remembered, sig) } == 1 {
+                // SAFETY: as above.
+                unsafe { libc::sigaddset(set, sig) };
+            }
+        }
+    }
+}
 
 /// Serialises installs (ordinary context only).
 static INSTALL: Mutex<()> = Mutex::new(());
@@ -86,8 +140,9 @@ pub(crate) fn install(sig: i32) -> io::Result<Installed> {
         return Ok(Installed::Ignored);
     }
     // Remembered before ours is in place: the handler may run at once.
-    slot.handler.store(old.sa_sigaction, Ordering::Release);
+    slot.store_mask(&old.sa_mask);
     slot.flags.store(old.sa_flags as usize, Ordering::Release);
+    slot.handler.store(old.sa_sigaction, Ordering::Release);
     let restart = old.sa_sigaction == libc::SIG_DFL || old.sa_flags & libc::SA_RESTART != 0;
     let act = ours(restart);
     // SAFETY: `act` names `on_signal`, an `extern "C"` handler of the
@@ -197,8 +252,15 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let Some(prev) = usize::try_from(sig).ok().and_then(|s| PREV.get(s)) else {
         return;
     };
-    let handler = prev.handler.load(Ordering::Acquire);
     let flags = prev.flags.load(Ordering::Acquire) as libc::c_int;
+    // A one-shot handler: the kernel would have reset the disposition to
+    // the default as it delivered the signal; the next one takes the
+    // default action (another thread's delivery may have taken it first).
+    let handler = if flags & libc::SA_RESETHAND != 0 {
+        prev.handler.swap(libc::SIG_DFL, Ordering::AcqRel)
+    } else {
+        prev.handler.load(Ordering::Acquire)
+    };
     if handler == libc::SIG_IGN {
         return;
     }
@@ -206,6 +268,7 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         default_action(sig);
         return;
     }
+    program_mask(sig, flags, prev, ctx);
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed this address as an SA_SIGINFO
         // handler; it is called with the arguments the kernel gave us.
@@ -217,6 +280,28 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
         f(sig);
     }
+}
+
+/// Give this thread the signal mask the kernel would have given the
+/// program's handler: the interrupted code's mask, plus the handler's
+/// `sa_mask`, plus the signal itself unless `SA_NODEFER`. Ours runs with
+/// every signal blocked, which a handler that never returns (`siglongjmp`
+/// out of it) would otherwise leave in place. `sigreturn` restores the
+/// interrupted mask when the handlers return.
+fn program_mask(sig: libc::c_int, flags: libc::c_int, prev: &Prev, ctx: *mut libc::c_void) {
+    if ctx.is_null() {
+        return;
+    }
+    // SAFETY: the kernel passes an SA_SIGINFO handler a valid ucontext_t,
+    // whose `uc_sigmask` is the mask of the interrupted code.
+    let mut set = unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_sigmask };
+    prev.add_mask_to(&mut set);
+    if flags & libc::SA_NODEFER == 0 {
+        // SAFETY: `set` is a valid sigset_t; `sig` was delivered.
+        unsafe { libc::sigaddset(&mut set, sig) };
+    }
+    // SAFETY: changes this thread's mask only (async-signal-safe).
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
 }
 
 /// Restore the default action, unblock the signal in this thread and raise
