@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::child::{done, is_child, Child};
 use securememory::{
     purge, purge_on_signals, stats, AccessPath, Backend, Error, Layout, Options, ProtectedFactory,
     SecretFactory,
@@ -23,15 +22,7 @@ use securememory::{
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn in_child(test: &str, body: impl FnOnce()) {
-    if is_child(test) {
-        body();
-        done();
-        return;
-    }
-    let out = Child::new(test, test)
-        .run_until_done(LIMIT, "hung")
-        .unwrap_or_else(|e| panic!("{test}: {e}"));
-    print!("{out}");
+    common::child::in_child_within(test, LIMIT, "hung", body);
 }
 
 extern "C" fn keep_going(_: libc::c_int) {}

@@ -258,39 +258,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<u64> {
         .map(|p| p as u64)
 }
 
-/// Raise `RLIMIT_CORE` and make sure this process is dumpable; `Err(why)` if not.
-fn enable_core_dumps() -> Result<(), String> {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    let mut now = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit/prctl read or write only the values passed;
-    // they change only this child process's settings.
-    unsafe {
-        if libc::setrlimit(libc::RLIMIT_CORE, &unlimited) != 0
-            && libc::getrlimit(libc::RLIMIT_CORE, &mut now) == 0
-        {
-            now.rlim_cur = now.rlim_max;
-            libc::setrlimit(libc::RLIMIT_CORE, &now);
-        }
-        libc::getrlimit(libc::RLIMIT_CORE, &mut now);
-        if now.rlim_cur < 1 << 20 {
-            return Err(format!("RLIMIT_CORE stays at {} bytes", now.rlim_cur));
-        }
-        if libc::prctl(libc::PR_GET_DUMPABLE) != 1 && libc::prctl(libc::PR_SET_DUMPABLE, 1) != 0 {
-            return Err("the process is not dumpable".into());
-        }
-    }
-    Ok(())
-}
-
 fn child(config: Config) {
     let control = std::hint::black_box(unhex(&std::env::var(CONTROL_ENV).expect("control value")));
-    if let Err(why) = enable_core_dumps() {
+    if let Err(why) = common::rlimit::enable_core_dumps() {
         eprintln!("{CANNOT_DUMP}: {why}");
         return;
     }
@@ -453,7 +423,7 @@ fn die_now() {
 fn copies_child(case: &str) {
     use securememory::{AccessPath, Backend, Layout, Options, PoolProtection, ProtectedFactory};
     let control = std::hint::black_box(unhex(&std::env::var(CONTROL_ENV).expect("control value")));
-    if let Err(why) = enable_core_dumps() {
+    if let Err(why) = common::rlimit::enable_core_dumps() {
         eprintln!("{CANNOT_DUMP}: {why}");
         return;
     }

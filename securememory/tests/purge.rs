@@ -15,7 +15,6 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::child::{done, is_child, Child};
 use common::configs;
 use securememory::{purge, stats, test_hooks, Error, Secret, SecretFactory};
 
@@ -23,15 +22,7 @@ const LIMIT: Duration = Duration::from_secs(180);
 
 /// Run `body` in a child of its own, which must finish within [`LIMIT`].
 fn in_child(test: &str, body: impl FnOnce()) {
-    if is_child(test) {
-        body();
-        done();
-        return;
-    }
-    let out = Child::new(test, test)
-        .run_until_done(LIMIT, "a purge waited forever")
-        .unwrap_or_else(|e| panic!("{test}: {e}"));
-    print!("{out}");
+    common::child::in_child_within(test, LIMIT, "a purge waited forever", body);
 }
 
 /// Recognisable non-zero bytes, different per secret.

@@ -122,15 +122,7 @@ fn mask_seen(flags: libc::c_int) -> (bool, bool, bool) {
 }
 
 fn in_child(test: &str, body: impl FnOnce()) {
-    if is_child(test) {
-        body();
-        done();
-        return;
-    }
-    let out = Child::new(test, test)
-        .run_until_done(std::time::Duration::from_secs(60), "hung")
-        .unwrap_or_else(|e| panic!("{test}: {e}"));
-    print!("{out}");
+    common::child::in_child_within(test, std::time::Duration::from_secs(60), "hung", body);
 }
 
 #[test]

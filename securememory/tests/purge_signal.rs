@@ -56,31 +56,6 @@ fn dodump(addr: usize, len: usize) {
     unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_DODUMP) };
 }
 
-/// Raise `RLIMIT_CORE` and make the process dumpable; `Err(why)` if not.
-fn enable_core_dumps() -> Result<(), String> {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    let mut now = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit and prctl touch only the values passed and this
-    // process's settings.
-    unsafe {
-        libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
-        libc::getrlimit(libc::RLIMIT_CORE, &mut now);
-        if now.rlim_cur < 1 << 20 {
-            return Err(format!("RLIMIT_CORE stays at {} bytes", now.rlim_cur));
-        }
-        if libc::prctl(libc::PR_GET_DUMPABLE) != 1 && libc::prctl(libc::PR_SET_DUMPABLE, 1) != 0 {
-            return Err("the process is not dumpable".into());
-        }
-    }
-    Ok(())
-}
-
 /// Data pages of every secret, for the chained handler (no allocation there).
 static RANGES: [(AtomicUsize, AtomicUsize); 64] =
     [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 64];
@@ -200,7 +175,7 @@ fn child(role: &str) {
         libc::SIGTERM
     };
     if sig == libc::SIGQUIT {
-        if let Err(why) = enable_core_dumps() {
+        if let Err(why) = common::rlimit::enable_core_dumps() {
             eprintln!("{CANNOT_DUMP}: {why}");
             return;
         }

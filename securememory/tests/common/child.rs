@@ -245,3 +245,19 @@ macro_rules! child_test {
         }
     };
 }
+
+/// [`in_child`] for a test whose failure may be a hang (a purge or a
+/// signal waiting forever): the child says it got to its end ([`done`]),
+/// and one that outlives `limit` is killed and fails the test (`hang`
+/// says what the hang means).
+pub fn in_child_within(test: &str, limit: Duration, hang: &str, body: impl FnOnce()) {
+    if is_child(test) {
+        body();
+        done();
+        return;
+    }
+    let out = Child::new(test, test)
+        .run_until_done(limit, hang)
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    print!("{out}");
+}
