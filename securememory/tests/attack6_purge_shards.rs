@@ -301,3 +301,54 @@ child_test! {
         println!("{rounds} purges raced by 16 creating threads: nothing made before one readable after it");
     }
 }
+
+/// A secret a thread holds in a thread-local, dropped as the thread exits.
+struct HeldAtExit(Option<Secret>);
+
+/// Secrets made by threads as they exit (in a thread-local's destructor).
+static MADE_AT_EXIT: std::sync::Mutex<Vec<Secret>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for HeldAtExit {
+    fn drop(&mut self) {
+        // Closed here (its page parked from a thread-local destructor), and
+        // a new one made and registered on this thread's shard.
+        drop(self.0.take());
+        let s = ProtectedFactory::default().new(&mut [0x77; 24]).unwrap();
+        MADE_AT_EXIT.lock().unwrap().push(s);
+    }
+}
+
+std::thread_local! {
+    static AT_EXIT: std::cell::RefCell<HeldAtExit> = const { std::cell::RefCell::new(HeldAtExit(None)) };
+}
+
+child_test! {
+    fn secrets_closed_and_made_as_threads_exit_are_purged() {
+        let f = Arc::new(ProtectedFactory::default());
+        drop(f.new(&mut [1; 8]).unwrap());
+        release_ready_pages();
+        let start = stats();
+        for t in 0..12u8 {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                let s = f.new(&mut [t; 24]).unwrap();
+                AT_EXIT.with(|h| h.borrow_mut().0 = Some(s));
+            })
+            .join()
+            .unwrap();
+        }
+        let made = MADE_AT_EXIT.lock().unwrap().len();
+        assert_eq!(made, 12, "secrets made in thread-local destructors");
+        assert_eq!(stats().in_use, start.in_use + 12, "the secrets held in thread-locals are not closed");
+        for s in MADE_AT_EXIT.lock().unwrap().iter() {
+            assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), [0x77; 24]);
+        }
+        let closed = purge();
+        assert_eq!(closed, 12, "purge() closed {closed} of the 12 secrets made as threads exited");
+        assert_eq!(stats().in_use, start.in_use, "secrets left open by the purge");
+        for s in MADE_AT_EXIT.lock().unwrap().iter() {
+            assert_purged(s, "a secret made as its thread exited");
+        }
+        println!("12 secrets closed and 12 made in thread-local destructors; the purge closed the 12");
+    }
+}
