@@ -12,7 +12,11 @@
 //!   another kind parked by six exited threads change nothing in how many
 //!   secrets fit (the store is drained whatever shelf they are on);
 //! - a fork child starts with none of its parent's ready pages, whichever
-//!   threads parked them, and its creations are new mappings.
+//!   threads parked them, and its creations are new mappings;
+//! - after a signal's purge (the process lives on), no page parked on any
+//!   shelf before it is handed to a new secret: the first creation of a
+//!   kind gives back every purged page of that kind, whatever shelf it is
+//!   on; each new secret is locked; all are given back at the end.
 // Linux only: uses Linux interfaces (procfs, fork, capabilities, rlimits).
 #![cfg(target_os = "linux")]
 
@@ -23,12 +27,12 @@ mod support_proc;
 use std::sync::{Arc, Barrier};
 
 use common::child::{describe, in_worker};
-use common::procfs::read_proc_mem;
+use common::procfs::{read_proc_mem, vma_at};
 use common::rlimit::CAP_IPC_LOCK;
 use securememory::test_hooks::{data_address, data_pages};
 use securememory::{
-    release_ready_pages, stats, Backend, Error, Layout, Options, ProtectedFactory, Secret,
-    SecretFactory,
+    purge_on_signals, release_ready_pages, stats, Backend, Error, Layout, Options,
+    ProtectedFactory, Secret, SecretFactory,
 };
 use support_proc::fork_and_wait;
 
@@ -238,5 +242,55 @@ child_test! {
         assert!(status.success(), "fork child: {}", describe(status));
         assert_eq!(stats().ready_pages, parked, "the parent's store changed");
         println!("a fork child took none of {parked} pages parked by 10 threads");
+    }
+}
+
+extern "C" fn keep_going(_: libc::c_int) {}
+
+child_test! {
+    fn no_page_parked_before_a_signal_purge_is_handed_out() {
+        // SAFETY: installs a handler of this test's that does nothing.
+        unsafe { libc::signal(libc::SIGHUP, keep_going as *const () as libc::sighandler_t) };
+        purge_on_signals(&[libc::SIGHUP]).unwrap();
+        let kinds: Vec<Arc<ProtectedFactory>> = [
+            Options::default(),
+            Options::default().layout(Layout::Guarded),
+            Options::default().backend(Backend::Anonymous),
+        ]
+        .into_iter()
+        .map(|o| Arc::new(ProtectedFactory::new(o).unwrap()))
+        .collect();
+        // This thread's copy-path scratch, counted from now on.
+        kinds[0].new(&mut [1; 8]).unwrap().with_bytes(|_| ()).unwrap();
+        release_ready_pages();
+        let base = stats().bytes_locked;
+        let parked: Vec<usize> = kinds
+            .iter()
+            .flat_map(|f| park_from_exited_threads(f, 5, 0xa5))
+            .collect();
+        // SAFETY: a signal to this thread: the purge, then the handler above.
+        unsafe { libc::raise(libc::SIGHUP) };
+        let mut news = Vec::new();
+        for (i, f) in kinds.iter().enumerate() {
+            for t in 0..5u8 {
+                let want = [0x40 + t; 24];
+                let s = f.new(&mut want.clone()).unwrap();
+                let at = data_pages(&s).0;
+                // The first take of a kind meets the purged pages of every
+                // shelf and gives each back (an address may come back in a
+                // new mapping, so the count tells, not the address).
+                let left = (kinds.len() - i - 1) as u64 * 5;
+                assert_eq!(stats().ready_pages, left, "kind {i}, secret {t}: a page parked before the purge kept or handed out");
+                let vma = vma_at(at).expect("mapped");
+                assert!(vma.locked_kb > 0 || vma.has_flag("lo"), "kind {i}: not locked: {:?}", vma.flags);
+                assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), want);
+                news.push(s);
+            }
+        }
+        drop(news);
+        release_ready_pages();
+        assert_eq!(stats().ready_pages, 0);
+        assert_eq!(stats().bytes_locked, base, "locked bytes left");
+        println!("none of {} pages parked on every shelf before a signal purge reused", parked.len());
     }
 }
