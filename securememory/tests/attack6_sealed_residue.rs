@@ -1,0 +1,154 @@
+//! Attack on the sealed layout's cipher, now keyed with the AES encryption
+//! schedule alone (`AesGcm<Aes256Enc, U12>`): its key schedule (whose first
+//! 32 bytes are the key itself with AES-NI) must still be wiped after every
+//! sealing and opening, so the sealing key is nowhere in the process but
+//! its locked pool slot. Secrets are sealed and opened on three threads
+//! (one of which then exits, two stay), then every mapping is scanned
+//! through `/proc/self/mem` for the key. The control: the scan finds the
+//! key in its slot.
+//!
+//! Runs in a child process (process-wide scan).
+// Linux only: uses Linux interfaces (memfd_create, /proc/self/mem).
+#![cfg(target_os = "linux")]
+
+#[macro_use]
+mod common;
+
+use std::ops::Range;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Barrier};
+
+use common::mem::anon_rw;
+use securememory::test_hooks::{data_pages, write_sealing_key};
+use securememory::{Layout, Options, ProtectedFactory, Secret, SecretFactory};
+
+/// The key is held XOR this mask, so the test's own memory never holds it.
+const MASK: u8 = 0x6b;
+
+/// The sealing key of `s`, masked, through a memory file (never mapped).
+fn masked_key_of(s: &Secret) -> [u8; 32] {
+    // SAFETY: a name and no flags; the descriptor is owned below.
+    let fd = unsafe { libc::memfd_create(c"attack6-key".as_ptr(), 0) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    write_sealing_key(s, fd.as_raw_fd()).unwrap();
+    let mut key = [0u8; 32];
+    // SAFETY: `key` is writable for its length.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), key.as_mut_ptr().cast(), 32, 0) };
+    assert_eq!(n, 32);
+    for b in &mut key {
+        *b ^= MASK;
+    }
+    key
+}
+
+/// Addresses of the unmasked `needle` in every mapping of the process,
+/// read through `/proc/self/mem` in `buf` (skipped itself).
+fn find_everywhere(needle: &[u8], buf: &mut [u8]) -> Vec<usize> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open("/proc/self/mem").expect("open /proc/self/mem");
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    let skip: Range<usize> = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+    let first = needle[0] ^ MASK;
+    let mut hits = Vec::new();
+    for line in maps.lines() {
+        if line.contains("[vvar") || line.contains("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = line
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .expect("range");
+        let start = usize::from_str_radix(a, 16).unwrap();
+        let end = usize::from_str_radix(b, 16).unwrap();
+        if skip.start >= start && skip.start < end {
+            continue;
+        }
+        let step = buf.len() - needle.len();
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(buf.len());
+            let Ok(got) = mem.read_at(&mut buf[..n], at as u64) else {
+                break;
+            };
+            let seen = &buf[..got];
+            let last = seen.len().saturating_sub(needle.len() - 1);
+            let mut i = 0;
+            while i < last {
+                // SAFETY: `[i, last)` lies within `seen`.
+                let p =
+                    unsafe { libc::memchr(seen.as_ptr().add(i).cast(), first.into(), last - i) };
+                if p.is_null() {
+                    break;
+                }
+                i = p as usize - seen.as_ptr() as usize;
+                if seen[i..i + needle.len()]
+                    .iter()
+                    .zip(needle)
+                    .all(|(x, m)| x ^ MASK == *m)
+                {
+                    hits.push(at + i);
+                }
+                i += 1;
+            }
+            if got < n || n < buf.len() {
+                break;
+            }
+            at += step;
+        }
+    }
+    hits.sort_unstable();
+    hits.dedup();
+    hits
+}
+
+child_test! {
+    fn sealing_key_is_only_in_its_slot_after_sealing_and_opening() {
+        let f = Arc::new(ProtectedFactory::new(Options::default().layout(Layout::Sealed)).unwrap());
+        let probe = f.new(&mut [0x11; 32]).unwrap();
+        let key = masked_key_of(&probe);
+        let slot = data_pages(&probe).0;
+        // Seal and open on three threads: one exits, two stay (idle).
+        let used = Arc::new(Barrier::new(3));
+        let done = Arc::new(Barrier::new(3));
+        let stay: Vec<_> = (0..2u8)
+            .map(|t| {
+                let (f, used, done) = (f.clone(), used.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mine: Vec<Secret> = [1usize, 64, 4096]
+                        .iter()
+                        .map(|&len| f.new(&mut vec![t; len]).unwrap())
+                        .collect();
+                    for s in &mine {
+                        assert!(s.with_bytes(|b| b.iter().all(|&x| x == t)).unwrap());
+                    }
+                    used.wait();
+                    done.wait();
+                })
+            })
+            .collect();
+        let f2 = f.clone();
+        std::thread::spawn(move || {
+            let s = f2.new(&mut [9; 200]).unwrap();
+            assert_eq!(s.with_bytes(|b| b[199]).unwrap(), 9);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(probe.with_bytes(|b| b[0]).unwrap(), 0x11);
+        used.wait();
+        let scan = anon_rw(1 << 20) as *mut u8;
+        // SAFETY: the mapping just made, 1 MiB, referred to by nothing else.
+        let buf = unsafe { std::slice::from_raw_parts_mut(scan, 1 << 20) };
+        let hits = find_everywhere(&key, buf);
+        done.wait();
+        for h in stay {
+            h.join().unwrap();
+        }
+        assert!(hits.contains(&slot), "the scan did not find the key in its slot (control): {hits:x?}");
+        let elsewhere: Vec<_> = hits.iter().filter(|&&a| a != slot).collect();
+        assert!(elsewhere.is_empty(), "the sealing key left at {elsewhere:x?} (slot {slot:x})");
+        println!("the sealing key is in its slot alone after sealing and opening on 3 threads");
+    }
+}
