@@ -1,0 +1,96 @@
+//! Attack on the purge handler's chain: since the program's handler runs
+//! with the mask the kernel would give it (b92bfe1), another purge signal
+//! can arrive while it runs (before, every signal was blocked until the
+//! purge handler returned). Ours then runs nested, for another signal.
+//!
+//! The program put a handler of its own for SIGTERM in front of ours that
+//! chains back to ours (as crash reporters do), then called
+//! `purge_on_signals` again (attack4_purge.rs covers this alone: the call
+//! back into ours must return at once). Here SIGTERM arrives while the
+//! program's SIGHUP handler runs: the call back into ours must still
+//! return at once, not call the program's handler again and again until
+//! the stack overflows.
+//!
+//! Each test runs in a child process of its own (handlers are process-wide).
+// Linux only: Linux's signal numbering and `raise`.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use securememory::{purge_on_signals, Error, ProtectedFactory, SecretFactory};
+
+static FOUND: AtomicUsize = AtomicUsize::new(0);
+static CHAINED: AtomicUsize = AtomicUsize::new(0);
+static HUP: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn keep_going(_: libc::c_int) {}
+
+/// The program's SIGTERM handler in front of ours: chains to what it found.
+extern "C" fn chains_to_found(sig: libc::c_int) {
+    if CHAINED.fetch_add(1, Ordering::SeqCst) > 10 {
+        let msg = b"RECURSION: the program's handler was called back over and over\n";
+        // SAFETY: write and _exit are async-signal-safe.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(3);
+        }
+    }
+    let found = FOUND.load(Ordering::SeqCst);
+    if found > 1 {
+        // SAFETY: the address `signal` returned: ours, an SA_SIGINFO
+        // handler, called with no info and no context as `signal`
+        // handlers chain by hand.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(found) };
+        f(sig, std::ptr::null_mut(), std::ptr::null_mut());
+    }
+}
+
+/// The program's SIGHUP handler: a SIGTERM arrives while it runs.
+extern "C" fn hup_then_term(_: libc::c_int) {
+    HUP.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: a signal to this thread (SIGTERM is in no mask here).
+    unsafe { libc::raise(libc::SIGTERM) };
+}
+
+#[test]
+fn other_purge_signal_inside_the_programs_handler_with_a_chain_back() {
+    common::child::in_child_within(
+        "other_purge_signal_inside_the_programs_handler_with_a_chain_back",
+        Duration::from_secs(30),
+        "hung",
+        || {
+            // SAFETY: installs handlers of this test's.
+            unsafe {
+                libc::signal(
+                    libc::SIGHUP,
+                    hup_then_term as *const () as libc::sighandler_t,
+                );
+                libc::signal(libc::SIGTERM, keep_going as *const () as libc::sighandler_t);
+            }
+            purge_on_signals(&[libc::SIGHUP, libc::SIGTERM]).unwrap();
+            // SAFETY: installs a handler of this test's; keeps ours to chain to.
+            let ours = unsafe {
+                libc::signal(
+                    libc::SIGTERM,
+                    chains_to_found as *const () as libc::sighandler_t,
+                )
+            };
+            FOUND.store(ours, Ordering::SeqCst);
+            purge_on_signals(&[libc::SIGTERM]).unwrap();
+            let s = ProtectedFactory::default().new(&mut [5u8; 16]).unwrap();
+            // SAFETY: a signal to this thread.
+            unsafe { libc::raise(libc::SIGHUP) };
+            assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+            assert_eq!(HUP.load(Ordering::SeqCst), 1, "the SIGHUP handler ran once");
+            assert_eq!(
+                CHAINED.load(Ordering::SeqCst),
+                1,
+                "the program's SIGTERM handler ran once"
+            );
+        },
+    );
+}
