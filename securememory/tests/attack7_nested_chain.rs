@@ -94,3 +94,77 @@ fn other_purge_signal_inside_the_programs_handler_with_a_chain_back() {
         },
     );
 }
+
+static NODEFER_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// An `SA_NODEFER` handler that raises its own signal once more while it
+/// runs: the kernel delivers it at once, nested.
+extern "C" fn raise_again(sig: libc::c_int) {
+    if NODEFER_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+        // SAFETY: a signal to this thread.
+        unsafe { libc::raise(sig) };
+    }
+}
+
+fn install_programs(sig: libc::c_int, flags: libc::c_int) {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = raise_again as *const () as usize;
+    act.sa_flags = flags;
+    // SAFETY: installs a handler of this test's.
+    assert_eq!(
+        unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) },
+        0
+    );
+}
+
+/// `SA_NODEFER`: the same signal delivered while the program's handler runs
+/// calls it again, nested, as the kernel would.
+#[test]
+fn nodefer_handler_is_called_again_for_a_nested_delivery() {
+    common::child::in_child_within(
+        "nodefer_handler_is_called_again_for_a_nested_delivery",
+        Duration::from_secs(30),
+        "hung",
+        || {
+            install_programs(libc::SIGUSR1, libc::SA_NODEFER);
+            purge_on_signals(&[libc::SIGUSR1]).unwrap();
+            // SAFETY: a signal to this thread.
+            unsafe { libc::raise(libc::SIGUSR1) };
+            assert_eq!(
+                NODEFER_CALLS.load(Ordering::SeqCst),
+                2,
+                "the nested delivery did not reach the program's handler"
+            );
+        },
+    );
+}
+
+const SYSV: &str = "sysv_one_shot_handler_nested_delivery_takes_the_default";
+const SYSV_SURVIVED: &str = "SURVIVED-THE-NESTED-SIGTERM";
+
+/// `sysv_signal` (`SA_RESETHAND | SA_NODEFER`): the same signal delivered
+/// while the one-shot handler runs takes the default action: SIGTERM kills.
+#[test]
+fn sysv_one_shot_handler_nested_delivery_takes_the_default() {
+    if common::child::is_child(SYSV) {
+        install_programs(libc::SIGTERM, libc::SA_RESETHAND | libc::SA_NODEFER);
+        purge_on_signals(&[libc::SIGTERM]).unwrap();
+        // SAFETY: a signal to this thread.
+        unsafe { libc::raise(libc::SIGTERM) };
+        println!(
+            "{SYSV_SURVIVED}: the handler ran {} times",
+            NODEFER_CALLS.load(Ordering::SeqCst)
+        );
+        common::child::done();
+        return;
+    }
+    let run = common::child::Child::new(SYSV, SYSV).run();
+    assert!(!run.stdout.contains(SYSV_SURVIVED), "{}", run.describe());
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&run.status),
+        Some(libc::SIGTERM),
+        "{}",
+        run.describe()
+    );
+}
