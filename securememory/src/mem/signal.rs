@@ -160,53 +160,89 @@ pub(crate) fn is_installed(sig: i32) -> bool {
 }
 
 /// Threads running [`on_signal`] now: kernel thread id, the address of the
-/// handler's frame and the signal, per slot (tid 0: free). A program's
-/// handler that we chain to may call ours itself for the same signal (it
-/// was installed in front of ours, found ours as the one to chain to, then
-/// `install` ran again and found it): that nested call returns at once (the
-/// outer one wiped already), or each would call the other until the stack
-/// overflows. Another signal nested there (the program's handler unblocked
-/// it) runs in full.
+/// handler's frame, the signal and the context the kernel passed, per slot
+/// (tid 0: free). A program's handler that we chain to may call ours itself
+/// for the same signal (it was installed in front of ours, found ours as
+/// the one to chain to, then `install` ran again and found it): that nested
+/// call returns at once (the outer one wiped already), or each would call
+/// the other until the stack overflows. It passes no context or the one it
+/// was given; a signal the kernel delivers nested there (another one, or
+/// the same one under `SA_NODEFER`: the program's handler runs with them
+/// unblocked) brings a context of its own and runs in full.
 const RUNNING: usize = 64;
 static RUNNING_TID: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
 static RUNNING_AT: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
 static RUNNING_SIG: [AtomicI32; RUNNING] = [const { AtomicI32::new(0) }; RUNNING];
+static RUNNING_CTX: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
 
 /// How far below an outer run's frame a nested call's frame may be.
 const NESTED_WITHIN: usize = 1 << 20;
 
-/// Record this thread as running the handler for `sig` at frame `at`;
-/// `None` if it already is, for `sig`, further up this stack (a nested call). A record left by a run
-/// that never returned (the program's handler jumped out with `siglongjmp`)
-/// is not above a later run's frame on the same stack, so it is replaced.
-/// Atomics only: async-signal-safe. A thread finding no free slot runs
-/// unrecorded (`Some(None)`).
-fn enter(tid: usize, sig: i32, at: usize) -> Option<Option<usize>> {
+/// A run of the handler that [`enter`] recorded: its slot, and the record
+/// it stands in front of (the run it is nested in), put back by [`leave`].
+struct Entered {
+    slot: Option<usize>,
+    outer: Option<(i32, usize, usize)>,
+}
+
+fn record(i: usize, sig: i32, at: usize, ctx: usize) {
+    RUNNING_SIG[i].store(sig, Ordering::Release);
+    RUNNING_AT[i].store(at, Ordering::Release);
+    RUNNING_CTX[i].store(ctx, Ordering::Release);
+}
+
+/// Record this thread as running the handler for `sig` at frame `at` with
+/// context `ctx`; `None` for a call back into ours (see [`RUNNING`]). A
+/// record left by a run that never returned (the program's handler jumped
+/// out with `siglongjmp`) may lie above a later run's frame (the signal
+/// interrupted deeper code): that run brings a new context, so it is not
+/// taken for a call back. Atomics only: async-signal-safe. A thread
+/// finding no free slot runs unrecorded.
+fn enter(tid: usize, sig: i32, at: usize, ctx: usize) -> Option<Entered> {
     for (i, t) in RUNNING_TID.iter().enumerate() {
         if t.load(Ordering::Acquire) == tid {
-            let outer = RUNNING_AT[i].load(Ordering::Acquire);
-            if outer > at && outer - at <= NESTED_WITHIN {
-                if RUNNING_SIG[i].load(Ordering::Acquire) == sig {
+            let outer_at = RUNNING_AT[i].load(Ordering::Acquire);
+            let outer_sig = RUNNING_SIG[i].load(Ordering::Acquire);
+            let outer_ctx = RUNNING_CTX[i].load(Ordering::Acquire);
+            let mut outer = None;
+            if outer_at > at && outer_at - at <= NESTED_WITHIN {
+                if outer_sig == sig && (ctx == 0 || ctx == outer_ctx) {
                     return None;
                 }
-                // Another signal nested here: run unrecorded.
-                return Some(None);
+                outer = Some((outer_sig, outer_at, outer_ctx));
             }
-            RUNNING_SIG[i].store(sig, Ordering::Release);
-            RUNNING_AT[i].store(at, Ordering::Release);
-            return Some(Some(i));
+            record(i, sig, at, ctx);
+            return Some(Entered {
+                slot: Some(i),
+                outer,
+            });
         }
     }
     for (i, t) in RUNNING_TID.iter().enumerate() {
         if t.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            RUNNING_SIG[i].store(sig, Ordering::Release);
-            RUNNING_AT[i].store(at, Ordering::Release);
-            return Some(Some(i));
+            record(i, sig, at, ctx);
+            return Some(Entered {
+                slot: Some(i),
+                outer: None,
+            });
         }
     }
-    Some(None)
+    Some(Entered {
+        slot: None,
+        outer: None,
+    })
+}
+
+/// End a run [`enter`] recorded: put back the record of the run it was
+/// nested in, or free the slot.
+fn leave(run: Entered) {
+    match (run.slot, run.outer) {
+        (Some(i), Some((sig, at, ctx))) => record(i, sig, at, ctx),
+        (Some(i), None) => RUNNING_TID[i].store(0, Ordering::Release),
+        (None, _) => {}
+    }
 }
 
 /// The calling thread's id, never 0, read with no lock or allocation.
@@ -236,12 +272,13 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     let tid = this_thread();
     let frame = 0u8;
     let at = std::ptr::addr_of!(frame) as usize;
-    if let Some(running) = enter(tid, sig, at) {
+    if let Some(run) = enter(tid, sig, at, ctx as usize) {
         super::registry::wipe_all();
         chain(sig, info, ctx);
-        if let Some(i) = running {
-            RUNNING_TID[i].store(0, Ordering::Release);
-        }
+        // The program's handler ran with fewer signals blocked: block them
+        // all again, so that none lands between the record's stores.
+        block_all();
+        leave(run);
     }
     // SAFETY: as above; the interrupted code finds its errno unchanged.
     unsafe { *slot = errno };
@@ -302,6 +339,17 @@ fn program_mask(sig: libc::c_int, flags: libc::c_int, prev: &Prev, ctx: *mut lib
     }
     // SAFETY: changes this thread's mask only (async-signal-safe).
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+}
+
+/// Block every signal in this thread (`sigreturn` restores the mask the
+/// interrupted code had).
+fn block_all() {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a valid sigset_t.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: changes this thread's mask only (async-signal-safe).
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()) };
 }
 
 /// Restore the default action, unblock the signal in this thread and raise
