@@ -305,6 +305,9 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         default_action(sig);
         return;
     }
+    if flags & libc::SA_RESETHAND != 0 {
+        in_front_of_the_default(sig);
+    }
     program_mask(sig, flags, prev, ctx);
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed this address as an SA_SIGINFO
@@ -339,6 +342,26 @@ fn program_mask(sig: libc::c_int, flags: libc::c_int, prev: &Prev, ctx: *mut lib
     }
     // SAFETY: changes this thread's mask only (async-signal-safe).
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+}
+
+/// The one-shot handler is spent: ours stands in front of the default from
+/// now on, so it takes `SA_RESTART` (without, a signal whose default is to
+/// ignore it would make a blocking `read` fail with `EINTR`, which the
+/// kernel's default never does). Left alone if the program has put a
+/// handler of its own in ours' place.
+fn in_front_of_the_default(sig: libc::c_int) {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the disposition (async-signal-safe).
+    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut now) } != 0 {
+        return;
+    }
+    if now.sa_sigaction != on_signal as *const () as usize || now.sa_flags & libc::SA_RESTART != 0 {
+        return;
+    }
+    let act = ours(true);
+    // SAFETY: as in `install`.
+    unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
 }
 
 /// Block every signal in this thread (`sigreturn` restores the mask the
