@@ -418,3 +418,47 @@ fn purge_on_signals_twice_with_a_one_shot_handler() {
         run.describe()
     );
 }
+
+static SEEN_ERRNO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_errno(_: libc::c_int) {
+    // SAFETY: this thread's errno slot.
+    SEEN_ERRNO.store(unsafe { *libc::__errno_location() }, Ordering::SeqCst);
+    CALLS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The program's handler finds the interrupted code's `errno`, as the kernel
+/// would have shown it, whatever the purge's system calls (some refused,
+/// as `MADV_DONTDUMP` on `memfd_secret` pages) left there; and the
+/// interrupted code finds it unchanged after.
+#[test]
+fn programs_handler_sees_the_interrupted_errno() {
+    in_child("programs_handler_sees_the_interrupted_errno", || {
+        install_programs(libc::SIGUSR1, note_errno as *const () as usize, 0);
+        purge_on_signals(&[libc::SIGUSR1]).unwrap();
+        let secrets: Vec<_> = common::configs::all()
+            .iter()
+            .map(|c| c.factory().new(&mut [3u8; 64]).unwrap())
+            .collect();
+        // SAFETY: this thread's errno slot; then a signal to this thread.
+        let after = unsafe {
+            *libc::__errno_location() = libc::ENOENT;
+            libc::raise(libc::SIGUSR1);
+            *libc::__errno_location()
+        };
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            after,
+            libc::ENOENT,
+            "errno changed for the interrupted code"
+        );
+        assert_eq!(
+            SEEN_ERRNO.load(Ordering::SeqCst),
+            libc::ENOENT,
+            "the program's handler saw the purge's errno"
+        );
+        for s in &secrets {
+            assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+        }
+    });
+}
