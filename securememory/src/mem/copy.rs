@@ -221,9 +221,9 @@ mod tests {
             for off in 0..16 {
                 buf.fill(0xa5);
                 let start = GUARD + off;
-                // SAFETY: `[start, start + len)` lies inside `buf`, which is
-                // exclusively borrowed.
-                unsafe { wipe_raw(buf.as_mut_ptr().add(start), len) };
+                let range = &mut buf[start..start + len];
+                // SAFETY: a live, exclusively borrowed range of `len` bytes.
+                unsafe { wipe_raw(range.as_mut_ptr(), len) };
                 assert!(
                     buf[start..start + len].iter().all(|&b| b == 0),
                     "len {len} offset {off}: a byte left unwiped"
