@@ -190,3 +190,23 @@ fn longjmp_without_saved_mask_keeps_the_handlers_mask() {
         });
     });
 }
+
+/// The same on a thread with an alternate signal stack (std gives every
+/// thread one): the purge handler runs there, at the same place each time.
+#[test]
+fn siglongjmp_on_the_alternate_stack_and_later_signals_purge() {
+    in_child(
+        "siglongjmp_on_the_alternate_stack_and_later_signals_purge",
+        || {
+            setup();
+            std::thread::spawn(|| {
+                purged_by_one_raise(1, 0, 1);
+                purged_by_one_raise(1, 4, 2);
+                purged_by_one_raise(1, 0, 3);
+                assert!(blocked_now().is_empty(), "mask after siglongjmp");
+            })
+            .join()
+            .unwrap();
+        },
+    );
+}
