@@ -114,15 +114,35 @@ fn query(sig: i32) -> io::Result<libc::sigaction> {
 }
 
 /// The action that runs [`on_signal`], every signal blocked while it runs
-/// (a second purge signal waits for the first to finish).
-fn ours(restart: bool) -> libc::sigaction {
+/// (a second purge signal waits for the first to finish), with `SA_RESTART`
+/// and `SA_ONSTACK` as `flags` has them.
+fn ours(flags: libc::c_int) -> libc::sigaction {
     // SAFETY: plain old data; all-zero is valid.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
     act.sa_sigaction = on_signal as *const () as usize;
-    act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | if restart { libc::SA_RESTART } else { 0 };
+    act.sa_flags = libc::SA_SIGINFO | flags & (libc::SA_RESTART | libc::SA_ONSTACK);
     // SAFETY: `sa_mask` is a valid sigset_t to fill.
     unsafe { libc::sigfillset(&mut act.sa_mask) };
     act
+}
+
+/// Ours in front of the default action: a blocking call the signal
+/// interrupts is restarted (the default never interrupts one it does not
+/// end), and the purge runs on the alternate stack if the thread has one.
+const IN_FRONT_OF_THE_DEFAULT: libc::c_int = libc::SA_RESTART | libc::SA_ONSTACK;
+
+/// Signals a fault raises: ours runs on the alternate stack for them
+/// whatever the program's handler asked (a stack overflow leaves no room
+/// on the thread's own stack for the purge). For the others ours runs on
+/// the stack the program's handler asked for (`SA_ONSTACK` or not), since
+/// it calls that handler from its own frame: on std's alternate stack of
+/// a few KiB, a handler the kernel would have run on the thread's own
+/// stack could overflow it.
+fn faults(sig: libc::c_int) -> bool {
+    matches!(
+        sig,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
+    )
 }
 
 /// Install the purge handler for `sig`, remembering what the program had.
@@ -143,8 +163,11 @@ pub(crate) fn install(sig: i32) -> io::Result<Installed> {
     slot.store_mask(&old.sa_mask);
     slot.flags.store(old.sa_flags as usize, Ordering::Release);
     slot.handler.store(old.sa_sigaction, Ordering::Release);
-    let restart = old.sa_sigaction == libc::SIG_DFL || old.sa_flags & libc::SA_RESTART != 0;
-    let act = ours(restart);
+    let act = if old.sa_sigaction == libc::SIG_DFL {
+        ours(IN_FRONT_OF_THE_DEFAULT)
+    } else {
+        ours(old.sa_flags | if faults(sig) { libc::SA_ONSTACK } else { 0 })
+    };
     // SAFETY: `act` names `on_signal`, an `extern "C"` handler of the
     // SA_SIGINFO form that stays valid for the life of the process.
     if unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) } != 0 {
@@ -345,10 +368,11 @@ fn program_mask(sig: libc::c_int, flags: libc::c_int, prev: &Prev, ctx: *mut lib
 }
 
 /// The one-shot handler is spent: ours stands in front of the default from
-/// now on, so it takes `SA_RESTART` (without, a signal whose default is to
-/// ignore it would make a blocking `read` fail with `EINTR`, which the
-/// kernel's default never does). Left alone if the program has put a
-/// handler of its own in ours' place.
+/// now on, so it takes [`IN_FRONT_OF_THE_DEFAULT`]'s flags (without
+/// `SA_RESTART`, a signal whose default is to ignore it would make a
+/// blocking `read` fail with `EINTR`, which the kernel's default never
+/// does). Left alone if the program has put a handler of its own in ours'
+/// place.
 fn in_front_of_the_default(sig: libc::c_int) {
     // SAFETY: plain old data; all-zero is valid.
     let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -356,10 +380,12 @@ fn in_front_of_the_default(sig: libc::c_int) {
     if unsafe { libc::sigaction(sig, std::ptr::null(), &mut now) } != 0 {
         return;
     }
-    if now.sa_sigaction != on_signal as *const () as usize || now.sa_flags & libc::SA_RESTART != 0 {
+    if now.sa_sigaction != on_signal as *const () as usize
+        || now.sa_flags & IN_FRONT_OF_THE_DEFAULT == IN_FRONT_OF_THE_DEFAULT
+    {
         return;
     }
-    let act = ours(true);
+    let act = ours(IN_FRONT_OF_THE_DEFAULT);
     // SAFETY: as in `install`.
     unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
 }
@@ -399,7 +425,7 @@ fn default_action(sig: libc::c_int) {
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     // SAFETY: raise is async-signal-safe (tgkill to this thread).
     unsafe { libc::raise(sig) };
-    let act = ours(true);
+    let act = ours(IN_FRONT_OF_THE_DEFAULT);
     // SAFETY: as in `install`.
     unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
 }
