@@ -168,3 +168,60 @@ fn sysv_one_shot_handler_nested_delivery_takes_the_default() {
         run.describe()
     );
 }
+
+static FOUND_INFO: AtomicUsize = AtomicUsize::new(0);
+static SIGINT_BLOCKED_AFTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A program handler put in front of ours after `purge_on_signals`, which
+/// chains to ours with its own arguments and then goes on: its mask after
+/// the call must be its own again.
+extern "C" fn chains_then_looks(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    let found = FOUND_INFO.load(Ordering::SeqCst);
+    // SAFETY: the SA_SIGINFO handler `sigaction` returned (ours).
+    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+        unsafe { std::mem::transmute(found) };
+    f(sig, info, ctx);
+    // SAFETY: plain old data; all-zero is valid.
+    let mut now: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: reads this thread's mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now) };
+    // SAFETY: a valid sigset_t.
+    let blocked = unsafe { libc::sigismember(&now, libc::SIGINT) } == 1;
+    SIGINT_BLOCKED_AFTER.store(1 + blocked as usize, Ordering::SeqCst);
+}
+
+#[test]
+fn direct_call_into_ours_gives_the_callers_mask_back() {
+    common::child::in_child_within(
+        "direct_call_into_ours_gives_the_callers_mask_back",
+        Duration::from_secs(30),
+        "hung",
+        || {
+            // SAFETY: installs a handler of this test's (ours chains to it).
+            unsafe { libc::signal(libc::SIGUSR2, keep_going as *const () as libc::sighandler_t) };
+            purge_on_signals(&[libc::SIGUSR2]).unwrap();
+            // SAFETY: plain old data; all-zero is valid.
+            let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+            act.sa_sigaction = chains_then_looks as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO;
+            // SAFETY: plain old data; all-zero is valid.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: installs a handler of this test's in front of ours.
+            assert_eq!(unsafe { libc::sigaction(libc::SIGUSR2, &act, &mut old) }, 0);
+            FOUND_INFO.store(old.sa_sigaction, Ordering::SeqCst);
+            let s = ProtectedFactory::default().new(&mut [5u8; 16]).unwrap();
+            // SAFETY: a signal to this thread.
+            unsafe { libc::raise(libc::SIGUSR2) };
+            assert!(matches!(s.with_bytes(|_| ()), Err(Error::Purged)));
+            assert_eq!(
+                SIGINT_BLOCKED_AFTER.load(Ordering::SeqCst),
+                1,
+                "after calling ours, the program's handler had SIGINT blocked (2) or did not run (0)"
+            );
+        },
+    );
+}
