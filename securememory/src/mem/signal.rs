@@ -292,15 +292,24 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     let slot = unsafe { libc::__error() };
     // SAFETY: the slot is valid for this thread's life.
     let errno = unsafe { *slot };
+    // The mask ours was entered with: every signal for a delivery (our
+    // `sa_mask`), the caller's own for a program's handler calling ours.
+    // SAFETY: plain old data; all-zero is valid.
+    let mut entered: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a null set only reads this thread's mask (async-signal-safe).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut entered) };
     let tid = this_thread();
     let frame = 0u8;
     let at = std::ptr::addr_of!(frame) as usize;
     if let Some(run) = enter(tid, sig, at, ctx as usize) {
         super::registry::wipe_all();
         chain(sig, info, ctx);
-        // The program's handler ran with fewer signals blocked: block them
-        // all again, so that none lands between the record's stores.
-        block_all();
+        // The program's handler ran with its own mask: back to the one ours
+        // was entered with (for a delivery, every signal blocked, so that
+        // none lands between the record's stores; `sigreturn` then restores
+        // the interrupted code's).
+        // SAFETY: changes this thread's mask only (async-signal-safe).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &entered, std::ptr::null_mut()) };
         leave(run);
     }
     // SAFETY: as above; the interrupted code finds its errno unchanged.
@@ -388,17 +397,6 @@ fn in_front_of_the_default(sig: libc::c_int) {
     let act = ours(IN_FRONT_OF_THE_DEFAULT);
     // SAFETY: as in `install`.
     unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
-}
-
-/// Block every signal in this thread (`sigreturn` restores the mask the
-/// interrupted code had).
-fn block_all() {
-    // SAFETY: plain old data; all-zero is valid.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `all` is a valid sigset_t.
-    unsafe { libc::sigfillset(&mut all) };
-    // SAFETY: changes this thread's mask only (async-signal-safe).
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()) };
 }
 
 /// Restore the default action, unblock the signal in this thread and raise
