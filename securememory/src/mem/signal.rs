@@ -292,26 +292,33 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     let slot = unsafe { libc::__error() };
     // SAFETY: the slot is valid for this thread's life.
     let errno = unsafe { *slot };
-    // The mask ours was entered with: every signal for a delivery (our
-    // `sa_mask`), the caller's own for a program's handler calling ours.
+    // Every signal blocked, and the mask ours was entered with kept: every
+    // signal already for a delivery (our `sa_mask`), the caller's own for a
+    // program's handler calling ours, which then wipes blocked too.
+    // SAFETY: plain old data; all-zero is valid.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid sigset_t to fill.
+    unsafe { libc::sigfillset(&mut all) };
     // SAFETY: plain old data; all-zero is valid.
     let mut entered: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: a null set only reads this thread's mask (async-signal-safe).
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut entered) };
+    // SAFETY: changes this thread's mask only (async-signal-safe).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut entered) };
     let tid = this_thread();
     let frame = 0u8;
     let at = std::ptr::addr_of!(frame) as usize;
     if let Some(run) = enter(tid, sig, at, ctx as usize) {
         super::registry::wipe_all();
         chain(sig, info, ctx);
-        // The program's handler ran with its own mask: back to the one ours
-        // was entered with (for a delivery, every signal blocked, so that
-        // none lands between the record's stores; `sigreturn` then restores
-        // the interrupted code's).
+        // The program's handler ran with its own mask: every signal blocked
+        // again, so that none lands between the record's stores.
         // SAFETY: changes this thread's mask only (async-signal-safe).
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &entered, std::ptr::null_mut()) };
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()) };
         leave(run);
     }
+    // Back to the mask ours was entered with (`sigreturn` then restores the
+    // interrupted code's).
+    // SAFETY: changes this thread's mask only (async-signal-safe).
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &entered, std::ptr::null_mut()) };
     // SAFETY: as above; the interrupted code finds its errno unchanged.
     unsafe { *slot = errno };
 }
