@@ -114,15 +114,35 @@ fn query(sig: i32) -> io::Result<libc::sigaction> {
 }
 
 /// The action that runs [`on_signal`], every signal blocked while it runs
-/// (a second purge signal waits for the first to finish).
-fn ours(restart: bool) -> libc::sigaction {
+/// (a second purge signal waits for the first to finish), with `SA_RESTART`
+/// and `SA_ONSTACK` as `flags` has them.
+fn ours(flags: libc::c_int) -> libc::sigaction {
     // SAFETY: plain old data; all-zero is valid.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
     act.sa_sigaction = on_signal as *const () as usize;
-    act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | if restart { libc::SA_RESTART } else { 0 };
+    act.sa_flags = libc::SA_SIGINFO | flags & (libc::SA_RESTART | libc::SA_ONSTACK);
     // SAFETY: `sa_mask` is a valid sigset_t to fill.
     unsafe { libc::sigfillset(&mut act.sa_mask) };
     act
+}
+
+/// Ours in front of the default action: a blocking call the signal
+/// interrupts is restarted (the default never interrupts one it does not
+/// end), and the purge runs on the alternate stack if the thread has one.
+const IN_FRONT_OF_THE_DEFAULT: libc::c_int = libc::SA_RESTART | libc::SA_ONSTACK;
+
+/// Signals a fault raises: ours runs on the alternate stack for them
+/// whatever the program's handler asked (a stack overflow leaves no room
+/// on the thread's own stack for the purge). For the others ours runs on
+/// the stack the program's handler asked for (`SA_ONSTACK` or not), since
+/// it calls that handler from its own frame: on std's alternate stack of
+/// a few KiB, a handler the kernel would have run on the thread's own
+/// stack could overflow it.
+fn faults(sig: libc::c_int) -> bool {
+    matches!(
+        sig,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
+    )
 }
 
 /// Install the purge handler for `sig`, remembering what the program had.
@@ -143,8 +163,11 @@ pub(crate) fn install(sig: i32) -> io::Result<Installed> {
     slot.store_mask(&old.sa_mask);
     slot.flags.store(old.sa_flags as usize, Ordering::Release);
     slot.handler.store(old.sa_sigaction, Ordering::Release);
-    let restart = old.sa_sigaction == libc::SIG_DFL || old.sa_flags & libc::SA_RESTART != 0;
-    let act = ours(restart);
+    let act = if old.sa_sigaction == libc::SIG_DFL {
+        ours(IN_FRONT_OF_THE_DEFAULT)
+    } else {
+        ours(old.sa_flags | if faults(sig) { libc::SA_ONSTACK } else { 0 })
+    };
     // SAFETY: `act` names `on_signal`, an `extern "C"` handler of the
     // SA_SIGINFO form that stays valid for the life of the process.
     if unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) } != 0 {
@@ -160,53 +183,89 @@ pub(crate) fn is_installed(sig: i32) -> bool {
 }
 
 /// Threads running [`on_signal`] now: kernel thread id, the address of the
-/// handler's frame and the signal, per slot (tid 0: free). A program's
-/// handler that we chain to may call ours itself for the same signal (it
-/// was installed in front of ours, found ours as the one to chain to, then
-/// `install` ran again and found it): that nested call returns at once (the
-/// outer one wiped already), or each would call the other until the stack
-/// overflows. Another signal nested there (the program's handler unblocked
-/// it) runs in full.
+/// handler's frame, the signal and the context the kernel passed, per slot
+/// (tid 0: free). A program's handler that we chain to may call ours itself
+/// for the same signal (it was installed in front of ours, found ours as
+/// the one to chain to, then `install` ran again and found it): that nested
+/// call returns at once (the outer one wiped already), or each would call
+/// the other until the stack overflows. It passes no context or the one it
+/// was given; a signal the kernel delivers nested there (another one, or
+/// the same one under `SA_NODEFER`: the program's handler runs with them
+/// unblocked) brings a context of its own and runs in full.
 const RUNNING: usize = 64;
 static RUNNING_TID: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
 static RUNNING_AT: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
 static RUNNING_SIG: [AtomicI32; RUNNING] = [const { AtomicI32::new(0) }; RUNNING];
+static RUNNING_CTX: [AtomicUsize; RUNNING] = [const { AtomicUsize::new(0) }; RUNNING];
 
 /// How far below an outer run's frame a nested call's frame may be.
 const NESTED_WITHIN: usize = 1 << 20;
 
-/// Record this thread as running the handler for `sig` at frame `at`;
-/// `None` if it already is, for `sig`, further up this stack (a nested call). A record left by a run
-/// that never returned (the program's handler jumped out with `siglongjmp`)
-/// is not above a later run's frame on the same stack, so it is replaced.
-/// Atomics only: async-signal-safe. A thread finding no free slot runs
-/// unrecorded (`Some(None)`).
-fn enter(tid: usize, sig: i32, at: usize) -> Option<Option<usize>> {
+/// A run of the handler that [`enter`] recorded: its slot, and the record
+/// it stands in front of (the run it is nested in), put back by [`leave`].
+struct Entered {
+    slot: Option<usize>,
+    outer: Option<(i32, usize, usize)>,
+}
+
+fn record(i: usize, sig: i32, at: usize, ctx: usize) {
+    RUNNING_SIG[i].store(sig, Ordering::Release);
+    RUNNING_AT[i].store(at, Ordering::Release);
+    RUNNING_CTX[i].store(ctx, Ordering::Release);
+}
+
+/// Record this thread as running the handler for `sig` at frame `at` with
+/// context `ctx`; `None` for a call back into ours (see [`RUNNING`]). A
+/// record left by a run that never returned (the program's handler jumped
+/// out with `siglongjmp`) may lie above a later run's frame (the signal
+/// interrupted deeper code): that run brings a new context, so it is not
+/// taken for a call back. Atomics only: async-signal-safe. A thread
+/// finding no free slot runs unrecorded.
+fn enter(tid: usize, sig: i32, at: usize, ctx: usize) -> Option<Entered> {
     for (i, t) in RUNNING_TID.iter().enumerate() {
         if t.load(Ordering::Acquire) == tid {
-            let outer = RUNNING_AT[i].load(Ordering::Acquire);
-            if outer > at && outer - at <= NESTED_WITHIN {
-                if RUNNING_SIG[i].load(Ordering::Acquire) == sig {
+            let outer_at = RUNNING_AT[i].load(Ordering::Acquire);
+            let outer_sig = RUNNING_SIG[i].load(Ordering::Acquire);
+            let outer_ctx = RUNNING_CTX[i].load(Ordering::Acquire);
+            let mut outer = None;
+            if outer_at > at && outer_at - at <= NESTED_WITHIN {
+                if outer_sig == sig && (ctx == 0 || ctx == outer_ctx) {
                     return None;
                 }
-                // Another signal nested here: run unrecorded.
-                return Some(None);
+                outer = Some((outer_sig, outer_at, outer_ctx));
             }
-            RUNNING_SIG[i].store(sig, Ordering::Release);
-            RUNNING_AT[i].store(at, Ordering::Release);
-            return Some(Some(i));
+            record(i, sig, at, ctx);
+            return Some(Entered {
+                slot: Some(i),
+                outer,
+            });
         }
     }
     for (i, t) in RUNNING_TID.iter().enumerate() {
         if t.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            RUNNING_SIG[i].store(sig, Ordering::Release);
-            RUNNING_AT[i].store(at, Ordering::Release);
-            return Some(Some(i));
+            record(i, sig, at, ctx);
+            return Some(Entered {
+                slot: Some(i),
+                outer: None,
+            });
         }
     }
-    Some(None)
+    Some(Entered {
+        slot: None,
+        outer: None,
+    })
+}
+
+/// End a run [`enter`] recorded: put back the record of the run it was
+/// nested in, or free the slot.
+fn leave(run: Entered) {
+    match (run.slot, run.outer) {
+        (Some(i), Some((sig, at, ctx))) => record(i, sig, at, ctx),
+        (Some(i), None) => RUNNING_TID[i].store(0, Ordering::Release),
+        (None, _) => {}
+    }
 }
 
 /// The calling thread's id, never 0, read with no lock or allocation.
@@ -233,16 +292,33 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     let slot = unsafe { libc::__error() };
     // SAFETY: the slot is valid for this thread's life.
     let errno = unsafe { *slot };
+    // Every signal blocked, and the mask ours was entered with kept: every
+    // signal already for a delivery (our `sa_mask`), the caller's own for a
+    // program's handler calling ours, which then wipes blocked too.
+    // SAFETY: plain old data; all-zero is valid.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid sigset_t to fill.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: plain old data; all-zero is valid.
+    let mut entered: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: changes this thread's mask only (async-signal-safe).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut entered) };
     let tid = this_thread();
     let frame = 0u8;
     let at = std::ptr::addr_of!(frame) as usize;
-    if let Some(running) = enter(tid, sig, at) {
+    if let Some(run) = enter(tid, sig, at, ctx as usize) {
         super::registry::wipe_all();
         chain(sig, info, ctx);
-        if let Some(i) = running {
-            RUNNING_TID[i].store(0, Ordering::Release);
-        }
+        // The program's handler ran with its own mask: every signal blocked
+        // again, so that none lands between the record's stores.
+        // SAFETY: changes this thread's mask only (async-signal-safe).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()) };
+        leave(run);
     }
+    // Back to the mask ours was entered with (`sigreturn` then restores the
+    // interrupted code's).
+    // SAFETY: changes this thread's mask only (async-signal-safe).
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &entered, std::ptr::null_mut()) };
     // SAFETY: as above; the interrupted code finds its errno unchanged.
     unsafe { *slot = errno };
 }
@@ -267,6 +343,9 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     if handler == libc::SIG_DFL {
         default_action(sig);
         return;
+    }
+    if flags & libc::SA_RESETHAND != 0 {
+        in_front_of_the_default(sig);
     }
     program_mask(sig, flags, prev, ctx);
     if flags & libc::SA_SIGINFO != 0 {
@@ -304,6 +383,29 @@ fn program_mask(sig: libc::c_int, flags: libc::c_int, prev: &Prev, ctx: *mut lib
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
 }
 
+/// The one-shot handler is spent: ours stands in front of the default from
+/// now on, so it takes [`IN_FRONT_OF_THE_DEFAULT`]'s flags (without
+/// `SA_RESTART`, a signal whose default is to ignore it would make a
+/// blocking `read` fail with `EINTR`, which the kernel's default never
+/// does). Left alone if the program has put a handler of its own in ours'
+/// place.
+fn in_front_of_the_default(sig: libc::c_int) {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the disposition (async-signal-safe).
+    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut now) } != 0 {
+        return;
+    }
+    if now.sa_sigaction != on_signal as *const () as usize
+        || now.sa_flags & IN_FRONT_OF_THE_DEFAULT == IN_FRONT_OF_THE_DEFAULT
+    {
+        return;
+    }
+    let act = ours(IN_FRONT_OF_THE_DEFAULT);
+    // SAFETY: as in `install`.
+    unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
+}
+
 /// Restore the default action, unblock the signal in this thread and raise
 /// it: a fatal signal ends the process here (with a core file for SIGQUIT).
 /// If the process lives on (a signal whose default is to ignore it), the
@@ -328,7 +430,7 @@ fn default_action(sig: libc::c_int) {
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     // SAFETY: raise is async-signal-safe (tgkill to this thread).
     unsafe { libc::raise(sig) };
-    let act = ours(true);
+    let act = ours(IN_FRONT_OF_THE_DEFAULT);
     // SAFETY: as in `install`.
     unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
 }
