@@ -12,8 +12,8 @@ use crate::access::{Drained, Entered, Turn, Window};
 use crate::error::{Error, Result};
 use crate::mem::pkey::Pkey;
 use crate::mem::region::{Backing, Region, RegionSpec, RegionWindow};
-use crate::mem::scratch::Placement;
-use crate::options::{Backend, Layout, Options};
+use crate::mem::scratch::{self, Placement};
+use crate::options::{Backend, Layout, LockPolicy, Options};
 use crate::pool::{self, Slot};
 use crate::source::Source;
 use guarded::Guarded;
@@ -81,7 +81,7 @@ impl Storage {
         };
         let region = match Region::ready(&spec) {
             Some(mut region) => {
-                fill_ready(&mut region, 0, &[], len, src)?;
+                fill_ready(&mut region, 0, &[], len, src, opts.lock)?;
                 region
             }
             None => Region::create_reusable(spec, |data| src.fill(&mut data[..len]))?,
@@ -247,29 +247,48 @@ impl Storage {
 
 /// Write a new secret of `len` bytes from `src` at `off` of a ready page
 /// from the store (`region.ready`), with `before` (a canary) just in front:
-/// through the memory file where the page has one and the bytes are the
-/// caller's (no page-table change), else writable for the fill alone. On
-/// error the caller drops the region: wiped and unmapped.
+/// through the memory file where the page has one (no page-table change:
+/// the caller's bytes directly, any other source staged in this thread's
+/// scratch), else writable for the fill alone. On error the caller drops
+/// the region: wiped and unmapped.
 fn fill_ready(
     region: &mut Region,
     off: usize,
     before: &[u8],
     len: usize,
     src: &mut Source<'_>,
+    lock: LockPolicy,
 ) -> Result<()> {
-    match src {
-        Source::Bytes(b) if region.can_copy() && b.len() == len => {
-            if !before.is_empty() {
-                region.write_ready(off - before.len(), before)?;
+    if region.can_copy() {
+        if let Source::Bytes(b) = src {
+            if b.len() == len {
+                return write_ready(region, off, before, b);
             }
-            region.write_ready(off, b)?;
-            region.ready_done()
+        } else if let Ok(mut staged) = scratch::reserve(len, Placement::Any, lock) {
+            // Random bytes, a reader's or a descriptor's: filled into this
+            // thread's scratch (locked, never dumped, wiped when dropped),
+            // then one write through the file, so the page needs no window
+            // (two protection changes). The source is user code that may
+            // panic or fork: the page is untouched until it returns, and
+            // `ready_done` catches the fork.
+            src.fill(&mut staged)?;
+            return write_ready(region, off, before, &staged);
         }
-        _ => region.fill_ready(|data| {
-            data[off - before.len()..off].copy_from_slice(before);
-            src.fill(&mut data[off..off + len])
-        }),
     }
+    region.fill_ready(|data| {
+        data[off - before.len()..off].copy_from_slice(before);
+        src.fill(&mut data[off..off + len])
+    })
+}
+
+/// Write `before` (a canary) then `bytes` at `off` of a ready memory-file
+/// page, through the file.
+fn write_ready(region: &mut Region, off: usize, before: &[u8], bytes: &[u8]) -> Result<()> {
+    if !before.is_empty() {
+        region.write_ready(off - before.len(), before)?;
+    }
+    region.write_ready(off, bytes)?;
+    region.ready_done()
 }
 
 /// A secret's own pages seen as a window, and where the secret is in them.
