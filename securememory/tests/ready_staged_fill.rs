@@ -121,3 +121,64 @@ fn a_reader_that_fails_or_panics_leaves_nothing_in_scratch() {
         },
     );
 }
+
+/// A reader that forks (glibc `fork`) after it gave half the bytes.
+struct ForksHalfway {
+    bytes: Vec<u8>,
+    at: usize,
+    child: Option<libc::pid_t>,
+}
+
+impl Read for ForksHalfway {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.child.is_none() && self.at >= self.bytes.len() / 2 {
+            // SAFETY: glibc fork; both processes go on with this code.
+            self.child = Some(unsafe { libc::fork() });
+        }
+        let end = (self.at + buf.len())
+            .min(self.bytes.len())
+            .min(self.bytes.len().div_ceil(2).max(self.at + 1));
+        let n = end - self.at;
+        buf[..n].copy_from_slice(&self.bytes[self.at..end]);
+        self.at = end;
+        Ok(n)
+    }
+}
+
+/// The child of a reader's fork gets `Forked` or the real bytes, never
+/// the zeros its wipe-on-fork scratch holds in place of the first half.
+#[test]
+fn a_reader_that_forks_never_gives_the_child_zeros() {
+    in_child("a_reader_that_forks_never_gives_the_child_zeros", || {
+        let f = ProtectedFactory::default();
+        one_ready_page(&f);
+        let want: Vec<u8> = (1..=32).collect();
+        let mut r = ForksHalfway {
+            bytes: want.clone(),
+            at: 0,
+            child: None,
+        };
+        let made = f.from_reader(&mut r, want.len());
+        if r.child == Some(0) {
+            let code = match made {
+                Err(Error::Forked) => 0,
+                Ok(s) if s.with_bytes(|b| b == &want[..]).unwrap_or(false) => 0,
+                Ok(_) => 1,
+                Err(_) => 2,
+            };
+            // SAFETY: ends the child at once, as a fork child should.
+            unsafe { libc::_exit(code) };
+        }
+        let pid = r.child.expect("the reader forked");
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child got a secret of wrong bytes (1) or another error (2): status {status:#x}"
+        );
+        let s = made.expect("the parent's secret");
+        assert_eq!(s.with_bytes(|b| b.to_vec()).unwrap(), want);
+    });
+}

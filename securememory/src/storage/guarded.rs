@@ -39,7 +39,7 @@ impl Guarded {
         if let Some(mut region) = Region::ready(&spec) {
             // Flush against the trailing guard page, canary just before.
             let off = region.data_len() - len;
-            super::fill_ready(&mut region, off, &canary, len, src, lock)?;
+            super::fill_ready(&mut region, off, &canary, len, src)?;
             return Ok(Guarded {
                 region,
                 off,

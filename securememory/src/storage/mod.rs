@@ -10,6 +10,7 @@ mod sealed;
 
 use crate::access::{Drained, Entered, Turn, Window};
 use crate::error::{Error, Result};
+use crate::mem::fork;
 use crate::mem::pkey::Pkey;
 use crate::mem::region::{Backing, Region, RegionSpec, RegionWindow};
 use crate::mem::scratch::{self, Placement};
@@ -68,6 +69,19 @@ impl Storage {
             Backend::MemfdSecret => Backing::SecretFile,
             _ => Backing::MemoryFile { key: None },
         };
+        match stage(len, src, backing, opts.lock)? {
+            Some(staged) => Self::own_pages(len, &mut Source::Bytes(&staged), backing, opts),
+            None => Self::own_pages(len, src, backing, opts),
+        }
+    }
+
+    /// Pages of its own (guarded or not) for a new secret of `len` bytes.
+    fn own_pages(
+        len: usize,
+        src: &mut Source<'_>,
+        backing: Backing,
+        opts: &Options,
+    ) -> Result<Storage> {
         if opts.layout == Layout::Guarded {
             return Ok(Storage(Kind::Guarded(Guarded::create(
                 len, src, backing, opts.lock,
@@ -81,7 +95,7 @@ impl Storage {
         };
         let region = match Region::ready(&spec) {
             Some(mut region) => {
-                fill_ready(&mut region, 0, &[], len, src, opts.lock)?;
+                fill_ready(&mut region, 0, &[], len, src)?;
                 region
             }
             None => Region::create_reusable(spec, |data| src.fill(&mut data[..len]))?,
@@ -245,50 +259,62 @@ impl Storage {
     }
 }
 
+/// The bytes of a source other than the caller's (random bytes, a
+/// reader's, a descriptor's) for pages of the memory file, filled into this
+/// thread's scratch first (locked, never dumped, wiped when dropped): from
+/// there a ready page takes them with one write through the file instead
+/// of a window (two protection changes). Filled before any page is taken,
+/// so a source that fails or panics (user code) costs no ready page.
+/// `None` (the source is used as it is) for the caller's bytes, another
+/// backing, a secret larger than the scratch, or a scratch that cannot be
+/// had.
+fn stage(
+    len: usize,
+    src: &mut Source<'_>,
+    backing: Backing,
+    lock: LockPolicy,
+) -> Result<Option<scratch::ScratchBuf>> {
+    if matches!(src, Source::Bytes(_)) || !matches!(backing, Backing::MemoryFile { key: None }) {
+        return Ok(None);
+    }
+    let Ok(mut staged) = scratch::reserve(len, Placement::Any, lock) else {
+        return Ok(None);
+    };
+    let generation = fork::generation();
+    src.fill(&mut staged)?;
+    // A reader that forked: in the child the scratch (wipe-on-fork) lost
+    // what was read before the fork; no secret from it.
+    if fork::generation() != generation {
+        return Err(Error::Forked);
+    }
+    Ok(Some(staged))
+}
+
 /// Write a new secret of `len` bytes from `src` at `off` of a ready page
 /// from the store (`region.ready`), with `before` (a canary) just in front:
-/// through the memory file where the page has one (no page-table change:
-/// the caller's bytes directly, any other source staged in this thread's
-/// scratch), else writable for the fill alone. On error the caller drops
-/// the region: wiped and unmapped.
+/// through the memory file where the page has one and the bytes are the
+/// caller's or staged (no page-table change), else writable for the fill
+/// alone. On error the caller drops the region: wiped and unmapped.
 fn fill_ready(
     region: &mut Region,
     off: usize,
     before: &[u8],
     len: usize,
     src: &mut Source<'_>,
-    lock: LockPolicy,
 ) -> Result<()> {
-    if region.can_copy() {
-        if let Source::Bytes(b) = src {
-            if b.len() == len {
-                return write_ready(region, off, before, b);
+    match src {
+        Source::Bytes(b) if region.can_copy() && b.len() == len => {
+            if !before.is_empty() {
+                region.write_ready(off - before.len(), before)?;
             }
-        } else if let Ok(mut staged) = scratch::reserve(len, Placement::Any, lock) {
-            // Random bytes, a reader's or a descriptor's: filled into this
-            // thread's scratch (locked, never dumped, wiped when dropped),
-            // then one write through the file, so the page needs no window
-            // (two protection changes). The source is user code that may
-            // panic or fork: the page is untouched until it returns, and
-            // `ready_done` catches the fork.
-            src.fill(&mut staged)?;
-            return write_ready(region, off, before, &staged);
+            region.write_ready(off, b)?;
+            region.ready_done()
         }
+        _ => region.fill_ready(|data| {
+            data[off - before.len()..off].copy_from_slice(before);
+            src.fill(&mut data[off..off + len])
+        }),
     }
-    region.fill_ready(|data| {
-        data[off - before.len()..off].copy_from_slice(before);
-        src.fill(&mut data[off..off + len])
-    })
-}
-
-/// Write `before` (a canary) then `bytes` at `off` of a ready memory-file
-/// page, through the file.
-fn write_ready(region: &mut Region, off: usize, before: &[u8], bytes: &[u8]) -> Result<()> {
-    if !before.is_empty() {
-        region.write_ready(off - before.len(), before)?;
-    }
-    region.write_ready(off, bytes)?;
-    region.ready_done()
 }
 
 /// A secret's own pages seen as a window, and where the secret is in them.
