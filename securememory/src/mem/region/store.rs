@@ -269,8 +269,13 @@ impl Region {
     }
 
     /// Write `bytes` at `off` of a ready memory-file page through the file
-    /// (the mapping stays `PROT_NONE`: no page-table change).
+    /// (the mapping stays `PROT_NONE`: no page-table change). Refused in a
+    /// fork child: a reader that forked (even by a raw system call, which
+    /// leaves the parent's descriptor open until the library next looks)
+    /// must not write its copy into the parent's file, over the parent's
+    /// new secret.
     pub(crate) fn write_ready(&mut self, off: usize, bytes: &[u8]) -> Result<(), Error> {
+        self.ready_done()?;
         self.wiped_at_rest = false;
         self.reusable = true;
         self.write_in(off, bytes)
