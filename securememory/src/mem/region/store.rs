@@ -257,6 +257,10 @@ impl Region {
             let bytes = unsafe { std::slice::from_raw_parts_mut(self.data, self.data_len) };
             fill(bytes)
         };
+        // A fork child (the fill is user code): the range is the parent's,
+        // absent here or private; no protection change to what may now be
+        // the child's own mapping there.
+        self.ready_done()?;
         if let Err(e) = self.set_prot(Prot::None) {
             self.hide_failed
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -269,8 +273,13 @@ impl Region {
     }
 
     /// Write `bytes` at `off` of a ready memory-file page through the file
-    /// (the mapping stays `PROT_NONE`: no page-table change).
+    /// (the mapping stays `PROT_NONE`: no page-table change). Refused in a
+    /// fork child: a reader that forked (even by a raw system call, which
+    /// leaves the parent's descriptor open until the library next looks)
+    /// must not write its copy into the parent's file, over the parent's
+    /// new secret.
     pub(crate) fn write_ready(&mut self, off: usize, bytes: &[u8]) -> Result<(), Error> {
+        self.ready_done()?;
         self.wiped_at_rest = false;
         self.reusable = true;
         self.write_in(off, bytes)
@@ -278,11 +287,12 @@ impl Region {
 
     /// After a ready page was written: a fork from user code during the
     /// write (a reader source) leaves the child with pages that are not its
-    /// own; reusable again otherwise.
+    /// own; reusable again otherwise. The page was the parent's before the
+    /// fork, so it stays the parent's: released in the child as a parent's
+    /// region is (nothing unmapped that the child may have mapped there
+    /// since, nothing given back to the child's budget).
     pub(crate) fn ready_done(&mut self) -> Result<(), Error> {
-        let now = fork::generation();
-        if now != self.fork_gen {
-            self.fork_gen = now;
+        if fork::generation() != self.fork_gen {
             self.reusable = false;
             return Err(Error::Forked);
         }
