@@ -14,11 +14,10 @@
 #[macro_use]
 mod common;
 
-use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Barrier};
 
-use common::mem::anon_rw;
+use common::scan::Scanner;
 use securememory::test_hooks::{data_pages, write_sealing_key};
 use securememory::{Layout, Options, ProtectedFactory, Secret, SecretFactory};
 
@@ -41,67 +40,6 @@ fn masked_key_of(s: &Secret) -> [u8; 32] {
         *b ^= MASK;
     }
     key
-}
-
-/// Addresses of the unmasked `needle` in every mapping of the process,
-/// read through `/proc/self/mem` in `buf` (skipped itself).
-fn find_everywhere(needle: &[u8], buf: &mut [u8]) -> Vec<usize> {
-    use std::os::unix::fs::FileExt;
-    let mem = std::fs::File::open("/proc/self/mem").expect("open /proc/self/mem");
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
-    let skip: Range<usize> = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
-    let first = needle[0] ^ MASK;
-    let mut hits = Vec::new();
-    for line in maps.lines() {
-        if line.contains("[vvar") || line.contains("[vsyscall]") {
-            continue;
-        }
-        let (a, b) = line
-            .split_whitespace()
-            .next()
-            .and_then(|r| r.split_once('-'))
-            .expect("range");
-        let start = usize::from_str_radix(a, 16).unwrap();
-        let end = usize::from_str_radix(b, 16).unwrap();
-        if skip.start >= start && skip.start < end {
-            continue;
-        }
-        let step = buf.len() - needle.len();
-        let mut at = start;
-        while at < end {
-            let n = (end - at).min(buf.len());
-            let Ok(got) = mem.read_at(&mut buf[..n], at as u64) else {
-                break;
-            };
-            let seen = &buf[..got];
-            let last = seen.len().saturating_sub(needle.len() - 1);
-            let mut i = 0;
-            while i < last {
-                // SAFETY: `[i, last)` lies within `seen`.
-                let p =
-                    unsafe { libc::memchr(seen.as_ptr().add(i).cast(), first.into(), last - i) };
-                if p.is_null() {
-                    break;
-                }
-                i = p as usize - seen.as_ptr() as usize;
-                if seen[i..i + needle.len()]
-                    .iter()
-                    .zip(needle)
-                    .all(|(x, m)| x ^ MASK == *m)
-                {
-                    hits.push(at + i);
-                }
-                i += 1;
-            }
-            if got < n || n < buf.len() {
-                break;
-            }
-            at += step;
-        }
-    }
-    hits.sort_unstable();
-    hits.dedup();
-    hits
 }
 
 child_test! {
@@ -138,10 +76,7 @@ child_test! {
         .unwrap();
         assert_eq!(probe.with_bytes(|b| b[0]).unwrap(), 0x11);
         used.wait();
-        let scan = anon_rw(1 << 20) as *mut u8;
-        // SAFETY: the mapping just made, 1 MiB, referred to by nothing else.
-        let buf = unsafe { std::slice::from_raw_parts_mut(scan, 1 << 20) };
-        let hits = find_everywhere(&key, buf);
+        let hits = Scanner::new(MASK).find(&key);
         done.wait();
         for h in stay {
             h.join().unwrap();

@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use common::mem::anon_rw;
 use common::procfs::read_proc_mem;
+use common::scan::Scanner;
 use securememory::test_hooks::{data_pages, scratch_regions};
 use securememory::{stats, Layout, Options, ProtectedFactory, Secret, SecretFactory};
 
@@ -80,89 +81,6 @@ impl Read for Gen<'_> {
     }
 }
 
-/// A buffer for the scan and a page for the unmasked needle, outside the
-/// heap (both skipped by the scan).
-struct Scan {
-    ptr: *mut u8,
-    len: usize,
-    needle: *mut u8,
-}
-
-impl Scan {
-    fn new() -> Scan {
-        let len = 1 << 20;
-        Scan {
-            ptr: anon_rw(len) as *mut u8,
-            len,
-            needle: anon_rw(4096) as *mut u8,
-        }
-    }
-
-    /// Every address where the unmasked `masked` sits, in any mapping.
-    fn find(&mut self, masked: &[u8]) -> Vec<usize> {
-        use std::os::unix::fs::FileExt;
-        assert!(masked.len() <= 4096);
-        // SAFETY: the needle page made in `new`, never unmapped.
-        let needle = unsafe { std::slice::from_raw_parts_mut(self.needle, masked.len()) };
-        for (n, m) in needle.iter_mut().zip(masked) {
-            *n = m ^ MASK;
-        }
-        let mem = std::fs::File::open("/proc/self/mem").expect("open /proc/self/mem");
-        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
-        let mut hits = Vec::new();
-        for line in maps.lines() {
-            if line.contains("[vvar") || line.contains("[vsyscall]") {
-                continue;
-            }
-            let (a, b) = line
-                .split_whitespace()
-                .next()
-                .and_then(|r| r.split_once('-'))
-                .expect("range");
-            let start = usize::from_str_radix(a, 16).unwrap();
-            let end = usize::from_str_radix(b, 16).unwrap();
-            if start == self.ptr as usize || start == self.needle as usize {
-                continue;
-            }
-            let mut at = start;
-            while at < end {
-                let n = (end - at).min(self.len);
-                // SAFETY: the mapping made in `new`, `len` bytes, never unmapped.
-                let buf = unsafe { std::slice::from_raw_parts_mut(self.ptr, n) };
-                let Ok(got) = mem.read_at(buf, at as u64) else {
-                    break;
-                };
-                let mut from = 0;
-                while from + needle.len() <= got {
-                    // SAFETY: both ranges are inside live buffers.
-                    let p = unsafe {
-                        libc::memmem(
-                            buf[from..].as_ptr().cast(),
-                            got - from,
-                            needle.as_ptr().cast(),
-                            needle.len(),
-                        )
-                    };
-                    if p.is_null() {
-                        break;
-                    }
-                    let i = p as usize - buf.as_ptr() as usize;
-                    hits.push(at + i);
-                    from = i + 1;
-                }
-                if got < n || n < self.len {
-                    break;
-                }
-                at += self.len - needle.len();
-            }
-        }
-        needle.fill(0);
-        hits.sort_unstable();
-        hits.dedup();
-        hits
-    }
-}
-
 fn page_range(s: &Secret) -> Range<usize> {
     let (a, l) = data_pages(s);
     a..a + l
@@ -201,7 +119,7 @@ fn pipe_with(seed: u32, len: usize) -> OwnedFd {
 }
 
 /// Make a secret into a ready page with `how`, then check the scan.
-fn check(scan: &mut Scan, f: &ProtectedFactory, name: &str, how: &str, guarded: bool) {
+fn check(scan: &mut Scanner, f: &ProtectedFactory, name: &str, how: &str, guarded: bool) {
     one_ready_page(f);
     let ready = stats().ready_pages;
     let seed = 0x1000 + how.len() as u32 + u32::from(guarded);
@@ -273,7 +191,7 @@ fn factories() -> [(&'static str, ProtectedFactory, bool); 2] {
 
 child_test! {
     fn no_copy_is_left_after_a_staged_creation() {
-        let mut scan = Scan::new();
+        let mut scan = Scanner::new(MASK);
         for (name, f, guarded) in factories() {
             for how in ["create_random", "from_reader", "from_fd"] {
                 check(&mut scan, &f, name, how, guarded);
@@ -284,7 +202,7 @@ child_test! {
 
 child_test! {
     fn a_reader_that_reenters_leaves_no_copy() {
-        let mut scan = Scan::new();
+        let mut scan = Scanner::new(MASK);
         for (name, f, _) in factories() {
             let other = f.new(&mut [3u8; 32]).unwrap();
             // Two ready pages: the outer creation's and the nested one's.

@@ -29,6 +29,7 @@ use common::child::in_worker;
 use common::mem::anon_rw;
 use common::procfs::read_proc_mem;
 use common::rlimit::CAP_IPC_LOCK;
+use common::scan::Scanner;
 use securememory::{
     stats, test_hooks, Error, Layout, Options, ProtectedFactory, Secret, SecretFactory,
     SEALED_MAX_LEN,
@@ -45,82 +46,6 @@ fn sealed() -> ProtectedFactory {
 
 fn masked(b: &[u8]) -> Vec<u8> {
     b.iter().map(|x| x ^ MASK).collect()
-}
-
-/// A buffer for the scan, outside the heap (skipped by the scan itself).
-struct ScanBuf {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl ScanBuf {
-    fn new(len: usize) -> ScanBuf {
-        ScanBuf {
-            ptr: anon_rw(len) as *mut u8,
-            len,
-        }
-    }
-    fn range(&self) -> Range<usize> {
-        self.ptr as usize..self.ptr as usize + self.len
-    }
-    fn bytes(&mut self, n: usize) -> &mut [u8] {
-        // SAFETY: the mapping made in `new`, never unmapped, `len` bytes.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, n.min(self.len)) }
-    }
-}
-
-/// Addresses of every occurrence of the unmasked `needle_masked` in the
-/// process's mappings, read through `/proc/self/mem` (which also reads
-/// `PROT_NONE` pages as root); the scan buffer itself is skipped.
-fn find_everywhere(needle_masked: &[u8], scan: &mut ScanBuf) -> Vec<usize> {
-    use std::os::unix::fs::FileExt;
-    let mem = std::fs::File::open("/proc/self/mem").expect("open /proc/self/mem");
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
-    let skip = scan.range();
-    let first = needle_masked[0] ^ MASK;
-    let mut hits = Vec::new();
-    for line in maps.lines() {
-        if line.contains("[vvar") || line.contains("[vsyscall]") {
-            continue;
-        }
-        let (a, b) = line
-            .split_whitespace()
-            .next()
-            .and_then(|r| r.split_once('-'))
-            .expect("range");
-        let start = usize::from_str_radix(a, 16).unwrap();
-        let end = usize::from_str_radix(b, 16).unwrap();
-        if start == skip.start {
-            continue;
-        }
-        let mut at = start;
-        let step = scan.len - needle_masked.len();
-        while at < end {
-            let n = (end - at).min(scan.len);
-            let buf = scan.bytes(n);
-            let Ok(got) = mem.read_at(buf, at as u64) else {
-                break;
-            };
-            let buf = &buf[..got];
-            for i in 0..buf.len().saturating_sub(needle_masked.len() - 1) {
-                if buf[i] == first
-                    && buf[i..i + needle_masked.len()]
-                        .iter()
-                        .zip(needle_masked)
-                        .all(|(x, m)| x ^ MASK == *m)
-                {
-                    hits.push(at + i);
-                }
-            }
-            if got < n || n < scan.len {
-                break;
-            }
-            at += step;
-        }
-    }
-    hits.sort_unstable();
-    hits.dedup();
-    hits
 }
 
 /// The mapping (from `/proc/self/maps`) holding `addr`.
@@ -198,7 +123,7 @@ child_test! {
 child_test! {
     fn plaintext_is_never_at_rest() {
         let f = sealed();
-        let mut scan = ScanBuf::new(1 << 20);
+        let mut scan = Scanner::new(MASK);
         for how in ["create_random", "new"] {
             let s = match how {
                 "create_random" => f.create_random(32).unwrap(),
@@ -217,7 +142,7 @@ child_test! {
             let (needle, inside) = s
                 .with_bytes(|b| {
                     let m = masked(b);
-                    let hits = find_everywhere(&m, &mut scan);
+                    let hits = scan.find(&m);
                     (m, hits)
                 })
                 .unwrap();
@@ -227,7 +152,7 @@ child_test! {
                 inside.iter().all(|a| scratch.iter().any(|&(s, l)| (s..s + l).contains(a))),
                 "{how}: inside an access the plaintext is outside the scratch: {inside:x?} (scratch {scratch:x?})"
             );
-            let after = find_everywhere(&needle, &mut scan);
+            let after = scan.find(&needle);
             assert!(after.is_empty(), "{how}: plaintext at rest at {after:x?}");
 
             // The ciphertext: in the arena alone.
@@ -236,7 +161,7 @@ child_test! {
             let ct_masked = masked(&ct);
             drop(ct);
             let arena = mapping_of(ct_addr);
-            let hits = find_everywhere(&ct_masked, &mut scan);
+            let hits = scan.find(&ct_masked);
             assert!(hits.contains(&ct_addr), "{how}: the ciphertext is not where the hook says");
             assert!(
                 hits.iter().all(|a| arena.contains(a)),

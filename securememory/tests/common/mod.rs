@@ -15,6 +15,7 @@ pub mod mem;
 pub mod procfs;
 pub mod recorder;
 pub mod rlimit;
+pub mod scan;
 pub mod seccomp;
 
 /// The system page size.
