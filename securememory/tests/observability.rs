@@ -138,6 +138,11 @@ child_test! {
     fn metrics_count_refusals_unlocked_and_canaries() {
         let snap = install();
         let f = ProtectedFactory::default();
+        // This thread's scratch first (locked once, kept): `create_random`
+        // stages its bytes there, so the refused lock below is the page's
+        // (a new one: the closed secret's ready page is given back).
+        f.create_random(32).unwrap().with_bytes(|_| ()).unwrap();
+        securememory::release_ready_pages();
         snapshot(&snap);
         fail_next(FaultOp::Mlock, 0, libc::ENOMEM);
         assert!(matches!(f.create_random(32), Err(Error::LockFailed { .. })));
