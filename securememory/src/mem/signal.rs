@@ -295,14 +295,7 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // Every signal blocked, and the mask ours was entered with kept: every
     // signal already for a delivery (our `sa_mask`), the caller's own for a
     // program's handler calling ours, which then wipes blocked too.
-    // SAFETY: plain old data; all-zero is valid.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid sigset_t to fill.
-    unsafe { libc::sigfillset(&mut all) };
-    // SAFETY: plain old data; all-zero is valid.
-    let mut entered: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: changes this thread's mask only (async-signal-safe).
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut entered) };
+    let (all, entered) = block_all();
     let tid = this_thread();
     let frame = 0u8;
     let at = std::ptr::addr_of!(frame) as usize;
@@ -311,14 +304,12 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
         chain(sig, info, ctx);
         // The program's handler ran with its own mask: every signal blocked
         // again, so that none lands between the record's stores.
-        // SAFETY: changes this thread's mask only (async-signal-safe).
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()) };
+        set_mask(&all);
         leave(run);
     }
     // Back to the mask ours was entered with (`sigreturn` then restores the
     // interrupted code's).
-    // SAFETY: changes this thread's mask only (async-signal-safe).
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &entered, std::ptr::null_mut()) };
+    set_mask(&entered);
     // SAFETY: as above; the interrupted code finds its errno unchanged.
     unsafe { *slot = errno };
 }
@@ -379,8 +370,7 @@ fn program_mask(sig: libc::c_int, flags: libc::c_int, prev: &Prev, ctx: *mut lib
         // SAFETY: `set` is a valid sigset_t; `sig` was delivered.
         unsafe { libc::sigaddset(&mut set, sig) };
     }
-    // SAFETY: changes this thread's mask only (async-signal-safe).
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    set_mask(&set);
 }
 
 /// The one-shot handler is spent: ours stands in front of the default from
@@ -390,12 +380,9 @@ fn program_mask(sig: libc::c_int, flags: libc::c_int, prev: &Prev, ctx: *mut lib
 /// does). Left alone if the program has put a handler of its own in ours'
 /// place.
 fn in_front_of_the_default(sig: libc::c_int) {
-    // SAFETY: plain old data; all-zero is valid.
-    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
-    // SAFETY: a null new action only reads the disposition (async-signal-safe).
-    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut now) } != 0 {
+    let Ok(now) = query(sig) else {
         return;
-    }
+    };
     if now.sa_sigaction != on_signal as *const () as usize
         || now.sa_flags & IN_FRONT_OF_THE_DEFAULT == IN_FRONT_OF_THE_DEFAULT
     {
@@ -438,16 +425,28 @@ fn default_action(sig: libc::c_int) {
 /// Run the signal path's wipe outside a handler (the panic hook), every
 /// signal blocked meanwhile, as in the handler. Returns the mappings wiped.
 pub(crate) fn wipe_all_blocked() -> usize {
+    let (_, old) = block_all();
+    let n = super::registry::wipe_all();
+    set_mask(&old);
+    n
+}
+
+/// Block every signal in this thread: the full set, and the mask before.
+/// Async-signal-safe.
+fn block_all() -> (libc::sigset_t, libc::sigset_t) {
     // SAFETY: plain old data; all-zero is valid.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: plain old data; all-zero is valid.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `all` is a valid sigset_t.
+    // SAFETY: a valid sigset_t to fill.
     unsafe { libc::sigfillset(&mut all) };
-    // SAFETY: changes this thread's mask only, restored below.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) };
-    let n = super::registry::wipe_all();
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    n
+    // SAFETY: plain old data; all-zero is valid.
+    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: changes this thread's mask only; `before` receives the old one.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before) };
+    (all, before)
+}
+
+/// Make `set` this thread's signal mask. Async-signal-safe.
+fn set_mask(set: &libc::sigset_t) {
+    // SAFETY: changes this thread's mask only; `set` is a valid sigset_t.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
 }

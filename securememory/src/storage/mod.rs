@@ -307,8 +307,9 @@ fn fill_ready(
             if !before.is_empty() {
                 region.write_ready(off - before.len(), before)?;
             }
-            region.write_ready(off, b)?;
-            region.ready_done()
+            // Each write checks first that this is still the page's process;
+            // nothing between them runs user code.
+            region.write_ready(off, b)
         }
         _ => region.fill_ready(|data| {
             data[off - before.len()..off].copy_from_slice(before);

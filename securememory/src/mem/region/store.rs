@@ -118,6 +118,11 @@ fn my_shards() -> impl Iterator<Item = usize> {
     (0..SHARDS).map(move |i| (mine + i) % SHARDS)
 }
 
+/// Every (kind, shelf) of a generation's store.
+fn every_shelf() -> impl Iterator<Item = (usize, usize)> {
+    (0..KINDS).flat_map(|k| (0..SHARDS).map(move |shard| (k, shard)))
+}
+
 /// Register [`drain`] as the budget's reclaim hook, once, before the
 /// first page is parked.
 fn hook_budget() {
@@ -185,7 +190,7 @@ impl Region {
     /// data page and the store has one of its kind: wiped, locked, do-not-dump,
     /// fork-advised and `PROT_NONE`, as [`Region::create`] makes them. Write
     /// into it with [`fill_ready`](Self::fill_ready) or
-    /// [`write_ready`](Self::write_ready) then [`ready_done`](Self::ready_done).
+    /// [`write_ready`](Self::write_ready), each of which refuses a fork child.
     pub(crate) fn ready(spec: &super::RegionSpec) -> Option<Region> {
         if super::round_to_pages(spec.len) != Some(sys::page_size()) {
             return None;
@@ -260,7 +265,7 @@ impl Region {
         // A fork child (the fill is user code): the range is the parent's,
         // absent here or private; no protection change to what may now be
         // the child's own mapping there.
-        self.ready_done()?;
+        self.refuse_fork_child()?;
         if let Err(e) = self.set_prot(Prot::None) {
             self.hide_failed
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -268,8 +273,7 @@ impl Region {
         }
         // `PROT_NONE` again: whole, parked at release even if the fill failed.
         self.reusable = true;
-        filled?;
-        self.ready_done()
+        filled
     }
 
     /// Write `bytes` at `off` of a ready memory-file page through the file
@@ -279,19 +283,19 @@ impl Region {
     /// must not write its copy into the parent's file, over the parent's
     /// new secret.
     pub(crate) fn write_ready(&mut self, off: usize, bytes: &[u8]) -> Result<(), Error> {
-        self.ready_done()?;
+        self.refuse_fork_child()?;
         self.wiped_at_rest = false;
         self.reusable = true;
         self.write_in(off, bytes)
     }
 
-    /// After a ready page was written: a fork from user code during the
-    /// write (a reader source) leaves the child with pages that are not its
-    /// own; reusable again otherwise. The page was the parent's before the
-    /// fork, so it stays the parent's: released in the child as a parent's
-    /// region is (nothing unmapped that the child may have mapped there
-    /// since, nothing given back to the child's budget).
-    pub(crate) fn ready_done(&mut self) -> Result<(), Error> {
+    /// Before a ready page is written or hidden again: a fork from user code
+    /// (a reader source) leaves the child with pages that are not its own.
+    /// The page was the parent's before the fork, so it stays the parent's:
+    /// released in the child as a parent's region is (nothing unmapped that
+    /// the child may have mapped there since, nothing given back to the
+    /// child's budget).
+    fn refuse_fork_child(&mut self) -> Result<(), Error> {
         if fork::generation() != self.fork_gen {
             self.reusable = false;
             return Err(Error::Forked);
@@ -310,7 +314,7 @@ fn drain_any() -> bool {
 pub(crate) fn drain() -> u64 {
     let generation = fork::generation();
     let mut any = 0;
-    for (k, shard) in (0..KINDS).flat_map(|k| (0..SHARDS).map(move |s| (k, s))) {
+    for (k, shard) in every_shelf() {
         loop {
             let p = {
                 let Some(mut s) = shelf(generation, k, shard) else {
@@ -335,8 +339,7 @@ pub(crate) fn drain() -> u64 {
 /// Ready pages in this generation's store.
 pub(crate) fn ready_pages() -> u64 {
     let generation = fork::generation();
-    (0..KINDS)
-        .flat_map(|k| (0..SHARDS).map(move |s| (k, s)))
+    every_shelf()
         .filter_map(|(k, shard)| shelf(generation, k, shard).map(|s| s.len as u64))
         .sum()
 }
