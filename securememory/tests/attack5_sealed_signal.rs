@@ -9,34 +9,13 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
 
 use common::child::{self, Child};
+use common::sealed::sealing_key;
 use securememory::SecretFactory;
-use securememory::{purge_on_signals, test_hooks, Error, Layout, Options, ProtectedFactory};
+use securememory::{purge_on_signals, Error, Layout, Options, ProtectedFactory};
 
 extern "C" fn programs_handler(_sig: libc::c_int) {}
-
-fn key_of(s: &securememory::Secret) -> Vec<u8> {
-    let mut f = tempfile_in_tmp();
-    test_hooks::write_sealing_key(s, f.as_raw_fd()).expect("write the key");
-    let mut key = Vec::new();
-    f.read_to_end(&mut key).expect("read the key back");
-    key
-}
-
-fn tempfile_in_tmp() -> std::fs::File {
-    let path = std::env::temp_dir().join(format!("attack5-key-{}", std::process::id()));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("temp file");
-    let _ = std::fs::remove_file(&path);
-    f
-}
 
 #[test]
 fn sealed_secrets_made_after_a_signal_purge_get_a_live_key() {
@@ -53,7 +32,7 @@ fn sealed_secrets_made_after_a_signal_purge_get_a_live_key() {
         let f = ProtectedFactory::new(Options::default().layout(Layout::Sealed)).expect("factory");
         let before = f.new(&mut b"made before the purge".to_vec()).expect("new");
         assert!(
-            key_of(&before).iter().any(|&b| b != 0),
+            sealing_key(&before, 0).iter().any(|&b| b != 0),
             "control: a random key"
         );
         // SAFETY: raising a signal whose handlers are installed above.
@@ -66,7 +45,7 @@ fn sealed_secrets_made_after_a_signal_purge_get_a_live_key() {
             after.with_bytes(|b| b.to_vec()).unwrap(),
             b"made after the purge"
         );
-        let key = key_of(&after);
+        let key = sealing_key(&after, 0);
         assert_eq!(key.len(), 32);
         assert!(
             key.iter().any(|&b| b != 0),

@@ -18,13 +18,13 @@
 #[macro_use]
 mod common;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use common::procfs::read_proc_mem;
-use securememory::test_hooks::{sealed_ciphertext, tamper_sealed, write_sealing_key};
+use common::sealed::sealing_key;
+use securememory::test_hooks::{sealed_ciphertext, tamper_sealed};
 use securememory::{Error, Layout, Options, ProtectedFactory, Secret, SecretFactory};
 
 const LENS: [usize; 8] = [1, 15, 16, 17, 31, 255, 1000, 4096];
@@ -33,21 +33,6 @@ fn plain(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-/// The sealing key of `s`, through a memory file.
-fn key_of(s: &Secret) -> [u8; 32] {
-    // SAFETY: a name and no flags; the descriptor is owned below.
-    let fd = unsafe { libc::memfd_create(c"attack6-key".as_ptr(), 0) };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    write_sealing_key(s, fd.as_raw_fd()).unwrap();
-    let mut key = [0u8; 32];
-    // SAFETY: `key` is writable for its length.
-    let n = unsafe { libc::pread(fd.as_raw_fd(), key.as_mut_ptr().cast(), 32, 0) };
-    assert_eq!(n, 32);
-    key
 }
 
 fn nonce(id: u64) -> Nonce<aes_gcm::aead::consts::U12> {
@@ -69,7 +54,7 @@ fn ad(id: u64, len: usize) -> [u8; 32] {
 /// `want` under that nonce to the same bytes.
 fn check_reference(s: &Secret, want: &[u8], ids: std::ops::Range<u64>) {
     let len = want.len();
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key_of(s)));
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&sealing_key(s, 0)));
     let (at, n) = sealed_ciphertext(s).unwrap();
     assert_eq!(n, len + 16);
     let stored = read_proc_mem(at, n).unwrap();

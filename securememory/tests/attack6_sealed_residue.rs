@@ -14,39 +14,21 @@
 #[macro_use]
 mod common;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Barrier};
 
 use common::scan::Scanner;
-use securememory::test_hooks::{data_pages, write_sealing_key};
+use common::sealed::sealing_key;
+use securememory::test_hooks::data_pages;
 use securememory::{Layout, Options, ProtectedFactory, Secret, SecretFactory};
 
 /// The key is held XOR this mask, so the test's own memory never holds it.
 const MASK: u8 = 0x6b;
 
-/// The sealing key of `s`, masked, through a memory file (never mapped).
-fn masked_key_of(s: &Secret) -> [u8; 32] {
-    // SAFETY: a name and no flags; the descriptor is owned below.
-    let fd = unsafe { libc::memfd_create(c"attack6-key".as_ptr(), 0) };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    write_sealing_key(s, fd.as_raw_fd()).unwrap();
-    let mut key = [0u8; 32];
-    // SAFETY: `key` is writable for its length.
-    let n = unsafe { libc::pread(fd.as_raw_fd(), key.as_mut_ptr().cast(), 32, 0) };
-    assert_eq!(n, 32);
-    for b in &mut key {
-        *b ^= MASK;
-    }
-    key
-}
-
 child_test! {
     fn sealing_key_is_only_in_its_slot_after_sealing_and_opening() {
         let f = Arc::new(ProtectedFactory::new(Options::default().layout(Layout::Sealed)).unwrap());
         let probe = f.new(&mut [0x11; 32]).unwrap();
-        let key = masked_key_of(&probe);
+        let key = sealing_key(&probe, MASK);
         let slot = data_pages(&probe).0;
         // Seal and open on three threads: one exits, two stay (idle).
         let used = Arc::new(Barrier::new(3));

@@ -16,6 +16,8 @@ pub mod procfs;
 pub mod recorder;
 pub mod rlimit;
 pub mod scan;
+#[cfg(feature = "test-hooks")]
+pub mod sealed;
 pub mod seccomp;
 
 /// The system page size.
